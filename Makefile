@@ -1,0 +1,215 @@
+# sluice — build, run, test.
+#
+#   sudo make run     install dependencies, build, start the demo
+#   sudo make test    install dependencies, build, run every test
+#
+# Targets in the order a user meets them: deps, all, run, test, bench,
+# install. `make V=1` shows the commands; `make SANITIZE=1` builds with
+# AddressSanitizer and UBSan into build/asan/.
+
+# ---- variables -------------------------------------------------------------
+
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+SANITIZE  ?= 0
+
+CC        := gcc
+CLANG     := clang
+BPFTOOL   := bpftool
+# Debian's interpreter, not the pyenv one first on PATH: only it sees
+# Debian's pytest, msgpack and prometheus_client.
+PYTHON    := /usr/bin/python3
+
+ifeq ($(SANITIZE),1)
+BUILD     := build/asan
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
+else
+BUILD     := build
+SAN_FLAGS :=
+endif
+
+# Debian package names, installed by `make deps`.
+DEB_BUILD := gcc make pkg-config clang llvm libbpf-dev libxdp-dev xdp-tools \
+	bpftool libevent-dev libmsgpack-dev python3-dev node-llhttp \
+	libyaml-dev libcap2-bin iproute2
+DEB_TEST  := libcmocka-dev python3-pytest python3-msgpack \
+	python3-prometheus-client curl clang-format cppcheck \
+	libclang-rt-14-dev chromium systemd
+DEB_BENCH := wrk nginx-light haproxy
+
+LLHTTP_DIR := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+
+PKGS      := libbpf libxdp libevent libevent_pthreads msgpack yaml-0.1
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=gnu11 -Wall -Wextra -Werror=implicit-function-declaration \
+	-D_GNU_SOURCE -Iuser -I$(BUILD) -I$(LLHTTP_INC) $(SAN_FLAGS) \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDFLAGS   += $(SAN_FLAGS)
+LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+PY_CFLAGS := $(shell pkg-config --cflags python3-embed 2>/dev/null)
+PY_LIBS   := $(shell pkg-config --libs python3-embed 2>/dev/null)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo 0.1)
+
+# Sources by room. Each room is a directory; a new file is picked up on its
+# own. common/ is shared by every binary; front/, pool/ and bpf/ make sluiced.
+COMMON_SRC := $(wildcard user/common/*.c)
+FRONT_SRC  := $(wildcard user/front/*.c)
+POOL_SRC   := $(wildcard user/pool/*.c)
+UBPF_SRC   := $(wildcard user/bpf/*.c)
+WORKER_SRC := $(wildcard user/worker/*.c)
+CTL_SRC    := $(wildcard user/ctl/*.c)
+BPF_SRC    := $(wildcard bpf/*.bpf.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o \
+	$(BUILD)/obj/llhttp/http.o
+BPF_OBJ    := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRC))
+SKELETONS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRC))
+
+SLUICED_OBJ := $(call obj,$(COMMON_SRC) $(FRONT_SRC) $(POOL_SRC) $(UBPF_SRC)) \
+	$(LLHTTP_OBJ)
+WORKER_OBJ  := $(call obj,$(COMMON_SRC) $(WORKER_SRC))
+CTL_OBJ     := $(call obj,$(COMMON_SRC) $(CTL_SRC))
+
+BINARIES := $(BUILD)/sluiced $(BUILD)/sluice-worker $(BUILD)/sluicectl
+
+.PHONY: all deps run test test-unit test-integration test-bpf test-sanitize \
+	bench install lint clean
+
+# ---- all -------------------------------------------------------------------
+
+all: $(BINARIES) $(BPF_OBJ)
+
+# ---- deps ------------------------------------------------------------------
+
+# Idempotent and quick when everything is present: dpkg-query first, apt-get
+# only for what is missing.
+deps:
+	$(Q)missing=$$(for p in $(DEB_BUILD) $(DEB_TEST) $(DEB_BENCH); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing $$missing"; \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "deps: these Debian packages are missing; run 'sudo make deps'" >&2; \
+			exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(Q)if [ -f /etc/nginx/sites-enabled/default ] && systemctl is-active -q nginx 2>/dev/null; then \
+		systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+
+# ---- build rules -----------------------------------------------------------
+
+$(BUILD)/sluiced: $(SLUICED_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/sluice-worker: $(WORKER_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(PY_LIBS)
+
+$(BUILD)/sluicectl: $(CTL_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/user/worker/%.o: user/worker/%.c | $(SKELETONS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(PY_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/obj/user/%.o: user/%.c | $(SKELETONS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -DSLUICE_VERSION='"$(VERSION)"' -MMD -MP -c -o $@ $<
+
+# llhttp is shipped as C sources by Debian's node-llhttp; strict mode makes
+# it refuse what request smuggling relies on.
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) -O2 -g -fPIC $(SAN_FLAGS) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c -o $@ $<
+
+# BPF: vmlinux.h from the running kernel's BTF, objects by clang, skeletons
+# by bpftool. All generated, all under build/.
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(dir $@)
+	@echo "  GEN     $@"
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(BUILD)/vmlinux.h
+	@mkdir -p $(dir $@)
+	@echo "  BPF     $<"
+	$(Q)$(CLANG) -target bpf -D__TARGET_ARCH_x86 -g -O2 -Wall -I$(BUILD) -Ibpf -c -o $@ $<
+
+$(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	@echo "  SKEL    $@"
+	$(Q)$(BPFTOOL) gen skeleton $< name sluice_$* > $@.tmp && mv $@.tmp $@
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- run -------------------------------------------------------------------
+
+# The demo: a small upstream (python3's http.server would be Python on the
+# plain path, so nginx from Debian serves it), sluiced in front of it.
+run: deps all
+	$(Q)tests/demo/run-demo.sh $(BUILD)
+
+# ---- test ------------------------------------------------------------------
+
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+
+test: deps all lint test-unit test-integration test-bpf test-sanitize
+	@echo "test: all suites passed"
+
+test-unit: $(BUILD)/tests/unit_rules
+	$(Q)for t in $^; do echo "  UNIT    $$t"; $$t || exit 1; done
+
+$(BUILD)/tests/unit_%: tests/unit/test_%.c $(call obj,$(COMMON_SRC) $(FRONT_SRC) $(POOL_SRC) $(UBPF_SRC)) $(LLHTTP_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(CFLAGS) -DUNIT_TEST -o $@ $< \
+		$(filter-out %/main.o,$(filter %.o,$^)) $(LDLIBS) -lcmocka
+
+test-integration: all
+	$(Q)SLUICE_BUILD=$(BUILD) $(PYTEST) tests/integration
+
+test-bpf: all
+	$(Q)if [ -d tests/bpf ] && ls tests/bpf/test_*.py >/dev/null 2>&1; then \
+		SLUICE_BUILD=$(BUILD) $(PYTEST) tests/bpf; fi
+
+# The same integration suite against an ASan/UBSan build. A report fails the
+# run: halt_on_error plus the sanitizer exit code.
+test-sanitize:
+	$(Q)if [ "$(SANITIZE)" != 1 ]; then \
+		$(MAKE) --no-print-directory SANITIZE=1 all && \
+		ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		SLUICE_BUILD=build/asan SLUICE_SANITIZE=1 $(PYTEST) tests/integration; fi
+
+lint:
+	$(Q)clang-format --dry-run --Werror $$(git ls-files 'user/*.[ch]' 'bpf/*.[ch]' 'tests/unit/*.c' 2>/dev/null)
+	$(Q)cppcheck -q --error-exitcode=1 --enable=warning,portability \
+		--inline-suppr --suppress=missingIncludeSystem -Iuser user bpf
+
+# ---- bench -----------------------------------------------------------------
+
+bench: deps all
+	$(Q)SLUICE_BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py
+
+# ---- install ---------------------------------------------------------------
+
+install: all
+	$(Q)scripts/install.sh "$(DESTDIR)" "$(PREFIX)" "$(BUILD)"
+
+clean:
+	rm -rf build

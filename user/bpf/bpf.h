@@ -1,0 +1,53 @@
+/* Loading, pinning and updating sluice's BPF objects.
+ *
+ * This is the only room that talks to libbpf and libxdp. sluiced calls
+ * sbpf_open() once at start-up, as root, before dropping privileges; after
+ * that everything goes through the map descriptors held here, so it keeps
+ * working as the unprivileged `user:`.
+ *
+ * Pins: every map, program and link under rules->bpf.pin_dir, named
+ * sluice_*. A start replaces stale pins and attachments left by a crashed
+ * run; sbpf_close() removes them.
+ */
+#ifndef SLUICE_BPF_H
+#define SLUICE_BPF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rules;
+struct evbuffer;
+struct sbpf;
+
+/* Load the splice and edge programs for RULES, pin them, attach XDP on
+ * bpf.xdp.interfaces. On failure returns NULL and writes one sentence into
+ * err naming the cause and what to do ("loading BPF needs CAP_BPF and
+ * CAP_NET_ADMIN: run sluiced as root, or set bpf.splice: pipe"). */
+struct sbpf *sbpf_open(const struct rules *rules, char *err, size_t err_len);
+
+/* HUP: rewrite the deny list and the API table in place. Detaches nothing.
+ * Returns 0 or -errno. */
+int sbpf_update(struct sbpf *bpf, const struct rules *rules);
+
+/* Detach XDP, remove every pin, close everything. */
+void sbpf_close(struct sbpf *bpf);
+
+/* Sockmap splicing: put both sockets in sluice_pairs so the stream verdict
+ * redirects each one's data to the other, counting bytes for API_INDEX.
+ * Returns 0 or -errno. */
+int sbpf_pair_add(struct sbpf *bpf, int fd_a, int fd_b, int api_index);
+
+/* Remove both sockets from sluice_pairs (either may already be gone). */
+void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b);
+
+/* Bytes the verdict has redirected out of FD since it was added (the
+ * per-socket count the relay compares with the peer's acked bytes). */
+int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes);
+
+/* Counters for /status and /metrics: spliced bytes per API, XDP passed and
+ * dropped packets per port. JSON object / Prometheus text appended to out. */
+void sbpf_status_json(struct sbpf *bpf, struct evbuffer *out);
+void sbpf_metrics(struct sbpf *bpf, struct evbuffer *out);
+
+#endif

@@ -1,0 +1,70 @@
+/* The messages between sluiced and sluice-worker.
+ *
+ * Transport: a unix SOCK_SEQPACKET socketpair, one per worker; the worker
+ * gets its end as file descriptor 3. A message is one msgpack map. Because a
+ * seqpacket record is bounded by the socket buffer, a message travels as one
+ * or more records: each record is one flag byte, then up to MSG_RECORD_MAX
+ * payload bytes; flag MSG_MORE says another record of the same message
+ * follows. Almost every message fits in one record.
+ *
+ * Every map has "t", the message type. Strings are msgpack str, bodies are
+ * msgpack bin. Headers are arrays of [name, value] pairs in order, duplicates
+ * allowed.
+ *
+ * sluiced -> worker
+ *   {"t":"init", "path":[str], "concurrency":int, "log_level":str,
+ *    "apis":[{"name":str, "org_id":str, "pre":[str], "auth_check":str|nil,
+ *             "post_key_auth":[str], "post":[str], "response":[str],
+ *             "config_data":str}]}
+ *       First message, once. The worker imports every module named, then
+ *       answers "ready".
+ *   {"t":"call", "id":uint, "c":CALL}
+ *     CALL = {"api":str, "phase":"request"|"response",
+ *             "req":{"method":str, "path":str, "headers":[[str,str]],
+ *                    "body":bin, "scheme":str, "remote_addr":str,
+ *                    "listen_path":str},
+ *             "resp":{"status":int, "headers":[[str,str]], "body":bin}}
+ *       CALL is encoded by the front; the pool wraps it with "t" and "id".
+ *       One visit: the whole request chain (pre, auth_check, post_key_auth,
+ *       post), or the response chain. "resp" only in the response phase.
+ *       "path" is the path and query the upstream would see (after
+ *       strip_listen_path).
+ *   {"t":"kv", "id":uint, "value":bin|nil}
+ *       Answer to kv_get.
+ *
+ * worker -> sluiced
+ *   {"t":"ready", "pid":int, "errors":{api_name: str}}
+ *       Import finished; "errors" holds a traceback for each API whose
+ *       modules failed to import (those APIs answer 503).
+ *   {"t":"result", "id":uint, "ok":bool, "error":str,
+ *    "reply":{"status":int, "headers":[[str,str]], "body":bin} | nil,
+ *    "req":{"method":str?, "path":str?, "headers":[[str,str]]?, "body":bin?}
+ *          | nil,
+ *    "resp":{"status":int?, "headers":[[str,str]]?, "body":bin?} | nil}
+ *       ok=false: the hook raised; "error" is the traceback, the front
+ *       applies on_error. "reply": answer the client now with this (request
+ *       phase: the upstream is never contacted). Otherwise "req" (request
+ *       phase) or "resp" (response phase) carries only what changed; a
+ *       present "headers" replaces the whole header list, "path" already
+ *       includes query changes. Absent keys mean unchanged.
+ *   {"t":"log", "level":"error"|"warn"|"info"|"debug", "api":str|nil,
+ *    "msg":str}
+ *       A line from a hook's logging/print/TykGateway.log; sluiced logs it
+ *       with the API name and the worker's pid.
+ *   {"t":"kv_set", "key":str, "value":bin, "ttl":int}
+ *       TykGateway.store_data; ttl in seconds, 0 = no expiry. The store lives
+ *       in sluiced, shared by all workers and kept across their restarts.
+ *   {"t":"kv_get", "id":uint, "key":str}
+ *       TykGateway.get_data; sluiced answers with "kv" and the same id.
+ */
+#ifndef SLUICE_MSG_H
+#define SLUICE_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MSG_WORKER_FD  3
+#define MSG_RECORD_MAX 65536
+#define MSG_MORE       0x01
+
+#endif

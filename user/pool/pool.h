@@ -1,0 +1,94 @@
+/* The worker pool: sluice-worker processes that run Python hooks.
+ *
+ * The pool lives on sluiced's main thread (its own event base). Front threads
+ * hand it calls with pool_submit(); the pool queues each call behind its API's
+ * bulkhead, sends it to a free worker, watches the deadline, and completes it
+ * exactly once by running call->done on the front thread that submitted it
+ * (through call->origin, an event base of that thread).
+ *
+ * Ownership: the caller allocates the call and keeps it alive until done()
+ * has run; done() is where the caller frees it. A front connection that goes
+ * away while its call is pending sets nothing in the pool: it waits for
+ * done() and then drops the result.
+ */
+#ifndef SLUICE_POOL_H
+#define SLUICE_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct rules;
+struct rules_api;
+
+enum pool_phase {
+	POOL_PHASE_REQUEST = 0,
+	POOL_PHASE_RESPONSE,
+};
+
+/* How a call ended. The front maps these to statuses (see front/hooked.c). */
+enum pool_result {
+	POOL_OK = 0,	    /* reply/reply_len hold the worker's "result" */
+	POOL_HOOK_ERROR,    /* the hook raised: error holds the traceback */
+	POOL_TIMEOUT,	    /* deadline passed; the worker was killed */
+	POOL_WORKER_DIED,   /* the worker exited mid-call */
+	POOL_QUEUE_FULL,    /* the API's bulkhead queue is full */
+	POOL_QUEUE_TIMEOUT, /* waited longer than queue_timeout_ms */
+	POOL_UNAVAILABLE, /* the API's modules do not import: error says why */
+	POOL_SHUTDOWN,	  /* the pool is stopping */
+};
+
+struct pool_call {
+	/* Set by the caller before pool_submit(). */
+	char api_name[64];
+	enum pool_phase phase;
+	char *msg; /* msgpack CALL map (common/msg.h), malloc'd */
+	size_t msg_len;
+	struct event_base *origin;
+	void (*done)(struct pool_call *call);
+	void *arg;
+
+	/* Set by the pool before done(). */
+	enum pool_result result;
+	char *reply; /* msgpack "result" map (POOL_OK), malloc'd */
+	size_t reply_len;
+	char *error; /* malloc'd text or NULL */
+
+	/* Pool-private links. */
+	struct pool_call *next;
+	uint64_t id;
+	int64_t queued_at_ms;
+};
+
+struct pool;
+
+/* Start the pool for RULES on BASE (the main thread's). WORKER_PATH is the
+ * sluice-worker executable, HOOKS_DIR the directory holding the Python
+ * packages (sluice/, tyk/, gateway.py). */
+struct pool *pool_start(struct event_base *base, struct rules *rules,
+			const char *worker_path, const char *hooks_dir);
+
+/* Any thread. Takes ownership of call->msg. Always completes with done(). */
+void pool_submit(struct pool *pool, struct pool_call *call);
+
+/* Main thread: new rules (HUP). Workers are replaced with fresh ones that
+ * import the new code; calls in flight finish on the old ones. */
+void pool_reload(struct pool *pool, struct rules *rules);
+
+/* Main thread: fail queued calls with POOL_SHUTDOWN, kill every worker,
+ * reap them and free the pool. */
+void pool_stop(struct pool *pool);
+
+/* Append the pool's part of /status (a JSON object, no trailing comma) and
+ * of /metrics (Prometheus text) to an evbuffer. */
+struct evbuffer;
+void pool_status_json(struct pool *pool, struct evbuffer *out);
+void pool_metrics(struct pool *pool, struct evbuffer *out);
+
+/* `sluiced -t`: start one worker for RULES, wait for "ready", and report
+ * every import error as "FILE: api NAME: traceback" on stderr. Returns 0
+ * when all modules import. */
+int pool_check_imports(struct rules *rules, const char *worker_path,
+		       const char *hooks_dir);
+
+#endif
