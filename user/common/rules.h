@@ -67,6 +67,11 @@ struct rules_middleware {
 	int queue;	      /* default 256 */
 	int queue_timeout_ms; /* default 2000 */
 	char *config_json;    /* `config:` as JSON text, "{}" when absent */
+	/* `bundle: DIR`, a Tyk plugin bundle: the hook lists above come from
+	 * DIR/manifest.json's custom_middleware and hold bare function names,
+	 * looked up in the modules of its file_list. NULL when not a bundle. */
+	char *bundle_dir;
+	struct rules_hooks bundle_modules;
 };
 
 struct rules_api {
