@@ -4,7 +4,7 @@
  * gets its end as file descriptor 3. A message is one msgpack map. Because a
  * seqpacket record is bounded by the socket buffer, a message travels as one
  * or more records: each record is one flag byte, then up to MSG_RECORD_MAX
- * payload bytes; flag MSG_MORE says another record of the same message
+ * payload bytes; flag MSG_FLAG_MORE says another record of the same message
  * follows. Almost every message fits in one record.
  *
  * Every map has "t", the message type. Strings are msgpack str, bodies are
@@ -65,6 +65,6 @@
 
 #define MSG_WORKER_FD  3
 #define MSG_RECORD_MAX 65536
-#define MSG_MORE       0x01
+#define MSG_FLAG_MORE  0x01
 
 #endif
