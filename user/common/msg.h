@@ -15,9 +15,13 @@
  *   {"t":"init", "path":[str], "concurrency":int, "log_level":str,
  *    "apis":[{"name":str, "org_id":str, "pre":[str], "auth_check":str|nil,
  *             "post_key_auth":[str], "post":[str], "response":[str],
- *             "config_data":str}]}
+ *             "config_data":str, "bundle_dir":str|nil,
+ *             "bundle_modules":[str]}]}
  *       First message, once. The worker imports every module named, then
- *       answers "ready".
+ *       answers "ready". "bundle_dir" (absolute) is set for a Tyk plugin
+ *       bundle: the worker puts it on sys.path for that API, imports
+ *       "bundle_modules", and the hook names are bare function names looked
+ *       up in those modules. Paths in "path" are absolute.
  *   {"t":"call", "id":uint, "c":CALL}
  *     CALL = {"api":str, "phase":"request"|"response",
  *             "req":{"method":str, "path":str, "headers":[[str,str]],
@@ -33,9 +37,16 @@
  *       Answer to kv_get.
  *
  * worker -> sluiced
- *   {"t":"ready", "pid":int, "errors":{api_name: str}}
+ *   {"t":"ready", "pid":int, "errors":{api_name: str},
+ *    "async_apis":[api_name]}
  *       Import finished; "errors" holds a traceback for each API whose
- *       modules failed to import (those APIs answer 503).
+ *       modules failed to import (those APIs answer 503). "async_apis" names
+ *       the APIs whose every hook (request and response chains) is an
+ *       `async def`: sluiced may send a worker several calls of such APIs at
+ *       once (up to "concurrency"), and never mixes them with a call of any
+ *       other API. Calls of other APIs come one at a time per worker. The
+ *       worker must therefore keep reading its socket while async calls
+ *       run, and answer each call by its id in any order.
  *   {"t":"result", "id":uint, "ok":bool, "error":str,
  *    "reply":{"status":int, "headers":[[str,str]], "body":bin} | nil,
  *    "req":{"method":str?, "path":str?, "headers":[[str,str]]?, "body":bin?}
