@@ -87,6 +87,10 @@ struct rules_api {
 	size_t listen_count;
 	struct rules_middleware *middleware; /* NULL: a plain API */
 	int line;			     /* where the entry starts */
+	/* Plain, `hosts:` set, listen_path "/", and no other API on its
+	 * listeners lists one of its hosts: the Host alone picks it. */
+	bool host_only;
+	unsigned rr; /* round-robin cursor: the one mutable field (atomic) */
 };
 
 enum rules_splice {

@@ -28,13 +28,16 @@ const struct rules_api *route_match(const struct rules *rules,
 				    size_t path_len);
 
 /* The API when it is the only one served on LISTENER (an own listener with
- * one API): such connections can be handed to the kernel whole. */
+ * one API): such connections can be handed to the kernel whole. A hooked
+ * API is never returned: its requests must reach the hooks. */
 const struct rules_api *route_exclusive(const struct rules *rules,
 					const char *listener);
 
 /* Whether the API's route is fixed by Host alone (hosts set and
  * listen_path "/"), so a keep-alive connection can be spliced after its
- * first response. */
+ * first response. False for hooked APIs, and when another API on the same
+ * listeners lists one of its hosts (a path could then pick that one);
+ * computed at load time into rules_api.host_only. */
 bool route_is_host_only(const struct rules_api *api);
 
 /* Write the request target the upstream sees into out: listen_path removed
