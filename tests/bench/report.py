@@ -1,0 +1,64 @@
+"""Medians and tables. Everything printed is also kept in REPORT so that
+--json can write it out."""
+
+import statistics
+
+REPORT = {"sections": []}
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=0):
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def section(title):
+    print(f"\n## {title}\n", flush=True)
+    REPORT["sections"].append({"title": title, "tables": [], "notes": []})
+
+
+def note(text):
+    print(text, flush=True)
+    if REPORT["sections"]:
+        REPORT["sections"][-1]["notes"].append(text)
+
+
+def skipped(why):
+    note(f"skipped: {why}")
+
+
+def table(columns, rows):
+    """Print a markdown table; rows are lists of already formatted cells."""
+    widths = [max(len(str(c)) for c in col) for col in
+              zip(columns, *rows)] if rows else [len(c) for c in columns]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                                 for i, (c, w) in
+                                 enumerate(zip(cells, widths))) + " |"
+
+    print(line(columns))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
+    print(flush=True)
+    if REPORT["sections"]:
+        REPORT["sections"][-1]["tables"].append(
+            {"columns": list(columns), "rows": [list(r) for r in rows]})
+
+
+def verdict(value, target, higher_is_better=True):
+    """"met" / "missed" against a target, "-" without a figure."""
+    if value is None:
+        return "-"
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "missed"
