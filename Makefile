@@ -82,7 +82,7 @@ CTL_OBJ     := $(call obj,$(COMMON_SRC) $(CTL_SRC))
 
 BINARIES := $(BUILD)/sluiced $(BUILD)/sluice-worker $(BUILD)/sluicectl
 
-.PHONY: all deps run test test-unit test-integration test-bpf test-sanitize \
+.PHONY: all deps run test test-unit test-integration test-bpf test-sanitize test-ops \
 	bench install lint clean
 
 # ---- all -------------------------------------------------------------------
@@ -155,6 +155,14 @@ $(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	@echo "  SKEL    $@"
 	$(Q)$(BPFTOOL) gen skeleton $< name sluice_$* > $@.tmp && mv $@.tmp $@
 
+# The /stats page, embedded in sluiced as a C string (front/admin.c).
+$(BUILD)/stats_html.h: user/front/stats.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	@echo "  GEN     $@"
+	$(Q)scripts/embed.sh stats_html $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/user/front/admin.o: $(BUILD)/stats_html.h
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- run -------------------------------------------------------------------
@@ -168,7 +176,7 @@ run: deps all
 
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-test: deps all lint test-unit test-integration test-bpf test-sanitize
+test: deps all lint test-unit test-integration test-bpf test-sanitize test-ops
 	@echo "test: all suites passed"
 
 test-unit: $(BUILD)/tests/unit_rules
@@ -186,6 +194,12 @@ test-integration: all
 test-bpf: all
 	$(Q)if [ -d tests/bpf ] && ls tests/bpf/test_*.py >/dev/null 2>&1; then \
 		SLUICE_BUILD=$(BUILD) $(PYTEST) tests/bpf; fi
+
+# Deploy and operate: make install into a temporary DESTDIR, the systemd
+# unit, the provisioning dry run, sluicectl, /stats in headless chromium,
+# /metrics through the Prometheus parser.
+test-ops: all
+	$(Q)SLUICE_BUILD=$(BUILD) $(PYTEST) tests/ops
 
 # The same integration suite against an ASan/UBSan build. A report fails the
 # run: halt_on_error plus the sanitizer exit code.
