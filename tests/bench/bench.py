@@ -51,7 +51,7 @@ class Context:
         self.quick = args.quick
         self.rounds = args.rounds or (1 if args.quick else 3)
         self.duration = args.duration or (2 if args.quick else 3)
-        self.idle_conns = 2000 if args.quick else plain.IDLE_CONNS
+        self.idle_conns = plain.IDLE_CONNS
         self.blocking_n = 16 if args.quick else 64
         self.sluiced = targets.sluiced_binary()
 
@@ -112,7 +112,9 @@ def _terminate(signum, frame):
 def main():
     args = parse_args()
     check_tools()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell starting the bench in the background leaves it
+    # ignored, and the cleanup must run however the bench is stopped.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     load.raise_nofile(20000)
     header(args)

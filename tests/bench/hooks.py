@@ -1,6 +1,221 @@
+"""Python middleware (issue 3): what a hook visit costs, how CPU-bound hooks
+scale over workers, what a blocking hook does to everything else, how many
+async hooks a worker holds, and how big an idle worker is.
+
+Three sluiced instances share rules/hooks.yaml and differ in pool size:
+  default  workers 2..16 (the rules' defaults)
+  one      workers 1..1 (how a single-interpreter gateway behaves)
+  two      workers 2..2
+The hooks are tests/bench/hooks/benchhooks.py."""
+
+import os
+import threading
+import time
+
+import load
+import procs
 import report
+from report import fmt, median
+
+HOOKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks")
+WORKER_EXE = "sluice-worker"
+
+
+def start(ctx, name, wmin, wmax):
+    return ctx.servers.sluiced(f"sluiced-hooks-{name}", "hooks.yaml",
+                               ready_path="/noop/64B", timeout=30.0,
+                               origin_port=ctx.origin.port,
+                               hooks_dir=HOOKS_DIR, workers_min=wmin,
+                               workers_max=wmax)
+
+
+def workers_of(target):
+    return procs.child_pids(target.pid, WORKER_EXE)
+
+
+def worker_rss(target, when):
+    pids = workers_of(target)
+    if not pids:
+        return [when, "0", "-", "-"]
+    rss = [procs.rss_kib(p) / 1024 for p in pids]
+    pss = [procs.pss_kib(p) / 1024 for p in pids]
+    return [when, str(len(pids)), fmt(median(rss), 1), fmt(median(pss), 1)]
+
+
+def _wrk(target, path, duration, threads, conns):
+    res = load.wrk(target.url(path), duration, threads=threads, conns=conns,
+                   watch={"all": target.pid})
+    workers = workers_of(target)
+    res["workers"] = len(workers)
+    return res
+
+
+def noop_cost(ctx, target):
+    """No-op pre hook vs the same upstream without hooks: throughput and
+    CPU at load (wrk -c32), latency on one connection (wrk -c1)."""
+    paths = ["/plain/64B", "/noop/64B"]
+    load_runs = {p: [] for p in paths}
+    lat_runs = {p: [] for p in paths}
+    for p in paths:
+        _wrk(target, p, 1, 2, 32)
+    for rnd in range(ctx.rounds):
+        order = paths if rnd % 2 == 0 else paths[::-1]
+        for p in order:
+            load_runs[p].append(_wrk(target, p, ctx.duration, 2, 32))
+        for p in order:
+            lat_runs[p].append(_wrk(target, p, ctx.duration, 1, 1))
+
+    plain, noop = load_runs["/plain/64B"], load_runs["/noop/64B"]
+    ratio = median(n["rps"] / p["rps"] for n, p in zip(noop, plain))
+    cpu = {p: median(r["cpu_us_per_req"]["all"] for r in load_runs[p])
+           for p in paths}
+    p50 = {p: median(r["p50_us"] for r in lat_runs[p]) for p in paths}
+    rows = []
+    for p in paths:
+        rows.append([p.split("/")[1], fmt(median(r["rps"] for r in
+                                                 load_runs[p])),
+                     fmt(median(r["p99_us"] for r in load_runs[p]) / 1000, 2),
+                     fmt(cpu[p], 1),
+                     fmt(median(r["rps"] for r in lat_runs[p])),
+                     fmt(p50[p]),
+                     fmt(median(r["p99_us"] for r in lat_runs[p])),
+                     str(sum(r["errors"] for r in load_runs[p] +
+                             lat_runs[p]))])
+    report.note("No-op pre hook vs the same API without hooks (one sluiced, "
+                "pool 2..16). Load: wrk -t2 -c32; latency: wrk -t1 -c1. CPU "
+                "counts sluiced and its sluice-worker children.\n")
+    report.table(["API", "req/s -c32", "p99 ms -c32", "CPU µs/req",
+                  "req/s -c1", "p50 µs -c1", "p99 µs -c1", "errors"], rows)
+    added_cpu = cpu["/noop/64B"] - cpu["/plain/64B"]
+    added_p50 = p50["/noop/64B"] - p50["/plain/64B"]
+    report.note(f"targets: no-op ratio {ratio:.2f} (>= 0.7: "
+                f"{report.verdict(ratio, 0.7)}), added CPU {added_cpu:.1f} "
+                f"µs/req (<= 12: {report.verdict(added_cpu, 12, False)}), "
+                f"added p50 {added_p50:.0f} µs (<= 40: "
+                f"{report.verdict(added_p50, 40, False)})\n")
+
+
+def cpu_scaling(ctx, one, two):
+    """A hook burning 2 ms of CPU: 2 workers vs 1."""
+    pools = [("1 worker", one), ("2 workers", two)]
+    runs = {name: [] for name, _ in pools}
+    for _, t in pools:
+        _wrk(t, "/cpu/64B", 1, 1, 8)
+    for rnd in range(ctx.rounds):
+        order = pools if rnd % 2 == 0 else pools[::-1]
+        for name, t in order:
+            runs[name].append(_wrk(t, "/cpu/64B", ctx.duration, 1, 8))
+    ratio = median(b["rps"] / a["rps"] for a, b in
+                   zip(runs["1 worker"], runs["2 workers"]))
+    rows = [[name, fmt(median(r["rps"] for r in runs[name])),
+             fmt(median(r["p99_us"] for r in runs[name]) / 1000, 1),
+             fmt(median(r["cpu_us_per_req"]["all"] for r in runs[name])),
+             str(sum(r["errors"] for r in runs[name]))]
+            for name, _ in pools]
+    report.note("CPU-bound hook (2 ms of CPU per call), wrk -t1 -c8:\n")
+    report.table(["pool", "req/s", "p99 ms", "CPU µs/req", "errors"], rows)
+    report.note(f"target: 2 workers vs 1 = {ratio:.2f}x (>= 1.8: "
+                f"{report.verdict(ratio, 1.8)})\n")
+
+
+def _burst_in_thread(port, path, n):
+    out = {}
+
+    def go():
+        out["result"] = load.burst(port, path, n, timeout=300.0)
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def blocking(ctx, default, one):
+    """n concurrent requests to a hook that sleeps 1 s, while wrk measures
+    the plain API on the same sluiced."""
+    n = ctx.blocking_n
+    idle = _wrk(default, "/plain/64B", ctx.duration, 1, 4)
+    rows = [["idle (no hook load)", "-", "-", "-",
+             fmt(idle["p99_us"] / 1000, 2), "1.00"]]
+    ratios = {}
+    for name, t, probe_s in (("default (2..16)", default,
+                              min(ctx.duration, 2)),
+                             ("one worker", one, ctx.duration)):
+        thread, out = _burst_in_thread(t.port, "/sleep/64B", n)
+        time.sleep(0.2)
+        during = _wrk(t, "/plain/64B", probe_s, 1, 4)
+        thread.join(timeout=n * 2 + 60)
+        secs, statuses = out.get("result", (None, {}))
+        ratios[name] = during["p99_us"] / max(idle["p99_us"], 1)
+        rows.append([name, str(n), fmt(secs, 1),
+                     " ".join(f"{k}x{v}" for k, v in sorted(statuses.items())),
+                     fmt(during["p99_us"] / 1000, 2),
+                     fmt(ratios[name], 2)])
+    report.note(f"Blocking hook (time.sleep(1)): {n} concurrent requests, "
+                "seconds until all answered; meanwhile wrk -t1 -c4 on the "
+                "plain API of the same sluiced.\n")
+    report.table(["pool", "requests", "seconds", "statuses",
+                  "plain p99 ms", "p99 vs idle"], rows)
+    r = ratios["default (2..16)"]
+    report.note(f"target: plain p99 during the blocking burst {r:.2f}x idle "
+                f"(<= 1.2: {report.verdict(r, 1.2, False)})\n")
+
+
+def async_burst(ctx, target):
+    n = 1000
+    secs, statuses = load.burst(target.port, "/async/64B", n, timeout=60.0)
+    report.note(f"Async hook (await asyncio.sleep(1)): {n} concurrent "
+                f"requests answered in {secs:.2f} s, statuses "
+                f"{' '.join(f'{k}x{v}' for k, v in sorted(statuses.items()))}"
+                f"; {len(workers_of(target))} workers after. target <= 2 s: "
+                f"{report.verdict(secs, 2.0, False)}\n")
+
+
+def unavailable(ctx):
+    if not os.access(ctx.sluiced, os.X_OK):
+        return f"{ctx.sluiced} is not built"
+    worker = os.path.join(os.path.dirname(ctx.sluiced), WORKER_EXE)
+    if not os.access(worker, os.X_OK):
+        return f"{worker} is not built"
+    return None
 
 
 def run(ctx):
-    report.section("hooks")
-    report.skipped("not written")
+    report.section("Python middleware (issue 3)")
+    why = unavailable(ctx)
+    if why:
+        report.skipped(why)
+        return
+    started = []
+    try:
+        try:
+            default = start(ctx, "default", 2, 16)
+            started.append(default)
+        except RuntimeError as e:
+            report.skipped("sluiced does not run hooks yet: "
+                           + " ".join(str(e).split()[:40]))
+            return
+        time.sleep(1.0)
+        rss_rows = [worker_rss(default, "fresh, after start")]
+        noop_cost(ctx, default)
+        one = start(ctx, "one", 1, 1)
+        started.append(one)
+        two = start(ctx, "two", 2, 2)
+        started.append(two)
+        cpu_scaling(ctx, one, two)
+        ctx.servers.stop(two)
+        started.remove(two)
+        blocking(ctx, default, one)
+        async_burst(ctx, default)
+        time.sleep(1.0)
+        rss_rows.append(worker_rss(default, "idle, after the runs above"))
+        rss_rows.append(worker_rss(one, "one-worker pool, idle"))
+        report.note("RSS of idle sluice-worker processes (median over the "
+                    "pool; PSS shares common pages among workers):\n")
+        report.table(["when", "workers", "RSS MiB", "PSS MiB"], rss_rows)
+        fresh = rss_rows[0][2]
+        if fresh != "-":
+            report.note(f"target: idle worker RSS {fresh} MiB (<= 15: "
+                        f"{report.verdict(float(fresh), 15, False)})")
+    finally:
+        for t in started:
+            ctx.servers.stop(t)

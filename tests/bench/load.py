@@ -28,9 +28,14 @@ def wrk(url, duration, threads=2, conns=64, watch=None, timeout_s=5):
     busy0 = procs.machine_busy_seconds()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    out = proc.stdout.read().decode(errors="replace")
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        out = proc.stdout.read().decode(errors="replace")
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     busy1 = procs.machine_busy_seconds()
     cpu1 = {k: procs.tree_cpu_seconds(p) for k, p in watch.items()}

@@ -114,14 +114,13 @@ class Servers:
         binary = sluiced_binary()
         self._count += 1
         port = procs.free_port()
+        values.setdefault("admin_port", "PORT")
         values = {k: (procs.free_port() if v == "PORT" else v)
                   for k, v in values.items()}
         pin_dir = f"/sys/fs/bpf/sluice_bench_{os.getpid()}_{self._count}"
         self.pin_dirs.append(pin_dir)
         conf = self._render(os.path.join(HERE, "rules", rules),
-                            f"{name}.yaml", port=port,
-                            admin_port=procs.free_port(),
-                            threads=self.threads, pin_dir=pin_dir, **values)
+                            f"{name}.yaml", port=port, threads=self.threads, pin_dir=pin_dir, **values)
         proc = self.spawner.start(name, [binary, "-f", "-c", conf])
         self._started(name, port, proc, timeout)
         target = Target(name, port, proc, values)
