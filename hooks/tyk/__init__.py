@@ -1,0 +1,1 @@
+"""Tyk plugin compatibility: `tyk.decorators` and the `gateway` module."""
