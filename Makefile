@@ -191,7 +191,7 @@ $(BUILD)/tests/unit_%: tests/unit/test_%.c $(call obj,$(COMMON_SRC) $(FRONT_SRC)
 test-integration: all
 	$(Q)SLUICE_BUILD=$(BUILD) $(PYTEST) tests/integration
 
-test-bpf: all
+test-bpf: all $(BUILD)/tests/sbpf_tool
 	$(Q)if [ -d tests/bpf ] && ls tests/bpf/test_*.py >/dev/null 2>&1; then \
 		SLUICE_BUILD=$(BUILD) $(PYTEST) tests/bpf; fi
 
@@ -200,6 +200,12 @@ test-bpf: all
 # /metrics through the Prometheus parser.
 test-ops: all
 	$(Q)SLUICE_BUILD=$(BUILD) $(PYTEST) tests/ops
+
+# tests/bpf's driver: user/bpf/ without the front.
+$(BUILD)/tests/sbpf_tool: tests/bpf/sbpf_tool.c $(call obj,$(COMMON_SRC) $(UBPF_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
 # The same integration suite against an ASan/UBSan build. A report fails the
 # run: halt_on_error plus the sanitizer exit code.

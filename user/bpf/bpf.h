@@ -45,8 +45,19 @@ void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b);
  * per-socket count the relay compares with the peer's acked bytes). */
 int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes);
 
+/* The pool's view in sluice_workers (for bpftool): STATE is 0 starting,
+ * 1 idle, 2 busy; API is the API of the current call or NULL. Returns 0 or
+ * -errno (-ENOTCONN when BPF is not loaded). */
+int sbpf_worker_set(struct sbpf *bpf, uint32_t pid, const char *api, int state,
+		    uint64_t calls);
+int sbpf_worker_delete(struct sbpf *bpf, uint32_t pid);
+
+/* The sentence of the last failed sbpf_open(), NULL after a success. */
+const char *sbpf_last_error(void);
+
 /* Counters for /status and /metrics: spliced bytes per API, XDP passed and
- * dropped packets per port. JSON object / Prometheus text appended to out. */
+ * dropped packets per port. JSON object / Prometheus text appended to out.
+ * Both accept bpf == NULL: {"loaded":false, "reason": the open failure}. */
 void sbpf_status_json(struct sbpf *bpf, struct evbuffer *out);
 void sbpf_metrics(struct sbpf *bpf, struct evbuffer *out);
 

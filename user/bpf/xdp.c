@@ -1,0 +1,255 @@
+/* The XDP edge on bpf.xdp.interfaces, through libxdp.
+ *
+ * libxdp puts sluice_edge behind its multi-program dispatcher where the
+ * kernel allows it, so sluice shares an interface with other XDP programs.
+ * Kernels that refuse the dispatcher's freplace programs get sluice_edge
+ * attached alone ("legacy" in libxdp's words): then no other XDP program can
+ * join it on that interface, which is logged once per interface.
+ */
+#include "bpf/sys_bpf.h"
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xdp/libxdp.h>
+
+#include "bpf/internal.h"
+#include "common/log.h"
+#include "edge.skel.h"
+
+#define EDGE_PROG_NAME "sluice_edge"
+#define EDGE_RUN_PRIO                                                          \
+	10 /* before other programs: a denied packet costs
+			     nobody else anything */
+
+static const char *mode_name(int mode)
+{
+	return mode == XDP_MODE_SKB ? "generic" : "native";
+}
+
+/* The id of the sluice_edge program a previous run pinned, or 0. */
+static __u32 stale_prog_id(const struct sbpf *bpf)
+{
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info);
+	char path[PATH_MAX];
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/%s", bpf->pin_dir,
+		     EDGE_PROG_NAME) >= (int)sizeof(path))
+		return 0;
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return 0;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		info.id = 0;
+	close(fd);
+	return info.id;
+}
+
+static bool is_stale(const struct xdp_program *prog, __u32 stale_id,
+		     bool configured)
+{
+	if (stale_id && xdp_program__id(prog) == stale_id)
+		return true;
+	return configured &&
+	       strcmp(xdp_program__name(prog), EDGE_PROG_NAME) == 0;
+}
+
+/* Take a killed run's sluice_edge off IFINDEX: the one it pinned wherever it
+ * is attached, and any program named sluice_edge on our own interfaces. */
+static void detach_stale_on(int ifindex, const char *ifname, __u32 stale_id,
+			    bool configured)
+{
+	struct xdp_program *prog = NULL;
+	struct xdp_multiprog *mp;
+	int err;
+
+	mp = xdp_multiprog__get_from_ifindex(ifindex);
+	if (libxdp_get_error(mp) || !mp)
+		return;
+
+	if (xdp_multiprog__is_legacy(mp)) {
+		prog = xdp_multiprog__main_prog(mp);
+		if (prog && is_stale(prog, stale_id, configured)) {
+			err = xdp_multiprog__detach(mp);
+			log_info("bpf: detached stale XDP program iface=%s "
+				 "id=%u err=%d",
+				 ifname, xdp_program__id(prog), err);
+		}
+		goto out;
+	}
+	while ((prog = xdp_multiprog__next_prog(prog, mp))) {
+		if (!is_stale(prog, stale_id, configured))
+			continue;
+		err = xdp_program__detach(prog, ifindex,
+					  xdp_multiprog__attach_mode(mp), 0);
+		log_info(
+		    "bpf: detached stale XDP program iface=%s id=%u err=%d",
+		    ifname, xdp_program__id(prog), err);
+	}
+out:
+	xdp_multiprog__close(mp);
+}
+
+void sbpf_xdp_detach_stale(struct sbpf *bpf, const struct rules *rules)
+{
+	__u32 stale_id = stale_prog_id(bpf);
+	struct if_nameindex *ifs, *it;
+	bool configured;
+
+	ifs = if_nameindex();
+	if (!ifs)
+		return;
+	for (it = ifs; it->if_index; it++) {
+		configured = false;
+		for (size_t i = 0; i < rules->bpf.xdp_interface_count; i++)
+			if (strcmp(rules->bpf.xdp_interfaces[i], it->if_name) ==
+			    0)
+				configured = true;
+		if (configured || stale_id)
+			detach_stale_on(it->if_index, it->if_name, stale_id,
+					configured);
+	}
+	if_freenameindex(ifs);
+}
+
+/* One sentence for an attach failure, by errno. */
+static void attach_error(const struct sbpf_iface *iface, int ret, char *err,
+			 size_t err_len)
+{
+	if (ret == -EBUSY || ret == -EEXIST)
+		snprintf(err, err_len,
+			 "cannot attach XDP to %s: another XDP program is "
+			 "attached there and cannot be shared (this kernel "
+			 "refuses libxdp's dispatcher, or the program was not "
+			 "loaded through libxdp); unload it with 'xdp-loader "
+			 "unload %s --all' or remove %s from "
+			 "bpf.xdp.interfaces",
+			 iface->name, iface->name, iface->name);
+	else if (ret == -EOPNOTSUPP && iface->mode == XDP_MODE_NATIVE)
+		snprintf(err, err_len,
+			 "interface %s does not support native XDP; set "
+			 "bpf.xdp.mode: generic",
+			 iface->name);
+	else
+		snprintf(err, err_len,
+			 "cannot attach XDP to %s in %s mode (%s)", iface->name,
+			 mode_name(iface->mode), strerror(-ret));
+}
+
+static void report_mode(struct sbpf_iface *iface)
+{
+	struct xdp_multiprog *mp;
+	char reason[256];
+
+	mp = xdp_multiprog__get_from_ifindex(iface->ifindex);
+	if (!libxdp_get_error(mp) && mp) {
+		iface->legacy = xdp_multiprog__is_legacy(mp);
+		xdp_multiprog__close(mp);
+	}
+	if (!iface->legacy) {
+		log_info("bpf: XDP attached iface=%s mode=%s dispatcher=libxdp",
+			 iface->name, mode_name(iface->mode));
+		return;
+	}
+	if (!sbpf_log_dispatcher_refused(reason, sizeof(reason)))
+		snprintf(reason, sizeof(reason), "unknown");
+	log_warn("bpf: libxdp's multi-program dispatcher is unavailable on "
+		 "this kernel, so sluice_edge is attached alone and no other "
+		 "XDP program can share iface=%s mode=%s reason=\"%s\"",
+		 iface->name, mode_name(iface->mode), reason);
+}
+
+static int resolve_ifaces(struct sbpf *bpf, const struct rules *rules,
+			  char *err, size_t err_len)
+{
+	int mode = rules->bpf.xdp_mode == RULES_XDP_GENERIC ? XDP_MODE_SKB
+							    : XDP_MODE_NATIVE;
+
+	bpf->iface_count = rules->bpf.xdp_interface_count;
+	bpf->ifaces = calloc(bpf->iface_count + 1, sizeof(*bpf->ifaces));
+	if (!bpf->ifaces)
+		return -ENOMEM;
+
+	for (size_t i = 0; i < bpf->iface_count; i++) {
+		struct sbpf_iface *iface = &bpf->ifaces[i];
+
+		snprintf(iface->name, sizeof(iface->name), "%s",
+			 rules->bpf.xdp_interfaces[i]);
+		iface->mode = mode;
+		iface->ifindex = if_nametoindex(iface->name);
+		if (!iface->ifindex) {
+			snprintf(err, err_len,
+				 "bpf.xdp.interfaces names %s, which does not "
+				 "exist here; fix the rules file or create the "
+				 "interface",
+				 iface->name);
+			return -ENODEV;
+		}
+	}
+	return 0;
+}
+
+/* Load sluice_edge (libxdp loads the object on the first attach, as an
+ * freplace program when it can use the dispatcher) and attach it to every
+ * configured interface. Without interfaces the object is still loaded, so
+ * sluice_deny and sluice_edge_stats exist for bpftool and reloads. */
+int sbpf_xdp_attach(struct sbpf *bpf, const struct rules *rules, char *err,
+		    size_t err_len)
+{
+	int ret;
+
+	ret = resolve_ifaces(bpf, rules, err, err_len);
+	if (ret)
+		return ret;
+	if (bpf->iface_count == 0)
+		return sluice_edge__load(bpf->edge);
+
+	bpf->xdp = xdp_program__from_bpf_obj(bpf->edge->obj, "xdp");
+	ret = (int)libxdp_get_error(bpf->xdp);
+	if (ret) {
+		bpf->xdp = NULL;
+		snprintf(err, err_len, "libxdp cannot use sluice_edge (%s)",
+			 strerror(-ret));
+		return ret;
+	}
+	xdp_program__set_run_prio(bpf->xdp, EDGE_RUN_PRIO);
+
+	for (size_t i = 0; i < bpf->iface_count; i++) {
+		struct sbpf_iface *iface = &bpf->ifaces[i];
+
+		ret = xdp_program__attach(bpf->xdp, iface->ifindex, iface->mode,
+					  0);
+		if (ret) {
+			attach_error(iface, ret, err, err_len);
+			return ret;
+		}
+		iface->attached = true;
+		report_mode(iface);
+	}
+	return 0;
+}
+
+void sbpf_xdp_detach(struct sbpf *bpf)
+{
+	int ret;
+
+	for (size_t i = 0; i < bpf->iface_count; i++) {
+		struct sbpf_iface *iface = &bpf->ifaces[i];
+
+		if (!iface->attached)
+			continue;
+		ret = xdp_program__detach(bpf->xdp, iface->ifindex, iface->mode,
+					  0);
+		if (ret)
+			log_warn("bpf: cannot detach XDP iface=%s err=%s",
+				 iface->name, strerror(-ret));
+		else
+			log_info("bpf: XDP detached iface=%s", iface->name);
+		iface->attached = false;
+	}
+}
