@@ -1,0 +1,430 @@
+/* The front's side of Python middleware: buffer the body, one pool visit
+ * per direction, apply what the hooks returned.
+ *
+ * A hooked request: head routed (conn.c) → body buffered up to
+ * limits.body_bytes (413 beyond) → CALL encoded with msgpack and handed to
+ * the pool → on completion, a reply is sent at once or the edited request
+ * goes upstream with its buffered body. With response hooks, the upstream's
+ * response is buffered the same way and visits the pool once more.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <msgpack.h>
+
+#include "common/log.h"
+#include "front/conn.h"
+#include "pool/pool.h"
+
+void hooked_start(struct conn *c)
+{
+	const struct rules_middleware *mw = c->api->middleware;
+	size_t limit = c->t->rules->limits.body_bytes;
+
+	if (!c->req_chunked && c->req_length > limit) {
+		conn_fail(c, 413, "request body too large for a hooked API");
+		return;
+	}
+	if (!c->body)
+		c->body = evbuffer_new();
+	c->response_hooks = mw->response.count > 0;
+	c->phase = CONN_READ_BODY;
+	/* The parser goes on: on_body lands in hooked_body(), the message's
+	 * end in hooked_body_done(). */
+}
+
+void hooked_body(struct conn *c, const char *data, size_t len)
+{
+	if (evbuffer_get_length(c->body) + len >
+	    c->t->rules->limits.body_bytes) {
+		c->parse_status = 413;
+		return;
+	}
+	evbuffer_add(c->body, data, len);
+}
+
+/* ---- encoding a CALL ------------------------------------------------- */
+
+static void pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+	msgpack_pack_str(pk, len);
+	msgpack_pack_str_body(pk, s, len);
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s)
+{
+	pack_str(pk, s, strlen(s));
+}
+
+static void pack_headers(msgpack_packer *pk, const struct http_head *head)
+{
+	msgpack_pack_array(pk, head->header_count);
+	for (size_t i = 0; i < head->header_count; i++) {
+		const struct http_header *h = &head->headers[i];
+
+		msgpack_pack_array(pk, 2);
+		pack_str(pk, http_str(head, h->name), h->name.len);
+		pack_str(pk, http_str(head, h->value), h->value.len);
+	}
+}
+
+static void pack_body(msgpack_packer *pk, struct evbuffer *body)
+{
+	size_t len = body ? evbuffer_get_length(body) : 0;
+
+	msgpack_pack_bin(pk, len);
+	if (len)
+		msgpack_pack_bin_body(pk, evbuffer_pullup(body, -1), len);
+}
+
+static void pack_request(msgpack_packer *pk, struct conn *c,
+			 struct evbuffer *body)
+{
+	const char *method =
+	    c->req.method.len ? NULL : llhttp_method_name(c->parser.method);
+
+	msgpack_pack_map(pk, 7);
+	pack_cstr(pk, "method");
+	if (method)
+		pack_cstr(pk, method);
+	else
+		pack_str(pk, http_str(&c->req, c->req.method),
+			 c->req.method.len);
+	pack_cstr(pk, "path");
+	pack_str(pk, http_str(&c->req, c->target), c->target.len);
+	pack_cstr(pk, "headers");
+	pack_headers(pk, &c->req);
+	pack_cstr(pk, "body");
+	pack_body(pk, body);
+	pack_cstr(pk, "scheme");
+	pack_cstr(pk, "http");
+	pack_cstr(pk, "remote_addr");
+	pack_cstr(pk, c->peer);
+	pack_cstr(pk, "listen_path");
+	pack_cstr(pk, c->api->listen_path);
+}
+
+static void hooked_done(struct pool_call *call);
+
+static void hooked_submit(struct conn *c, enum pool_phase phase)
+{
+	struct pool_call *call = calloc(1, sizeof(*call));
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	if (!call) {
+		conn_fail(c, 503, "out of memory");
+		return;
+	}
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, phase == POOL_PHASE_RESPONSE ? 4 : 3);
+	pack_cstr(&pk, "api");
+	pack_cstr(&pk, c->api->name);
+	pack_cstr(&pk, "phase");
+	pack_cstr(&pk, phase == POOL_PHASE_RESPONSE ? "response" : "request");
+	pack_cstr(&pk, "req");
+	pack_request(&pk, c, phase == POOL_PHASE_REQUEST ? c->body : NULL);
+	if (phase == POOL_PHASE_RESPONSE) {
+		pack_cstr(&pk, "resp");
+		msgpack_pack_map(&pk, 3);
+		pack_cstr(&pk, "status");
+		msgpack_pack_int(&pk, c->status);
+		pack_cstr(&pk, "headers");
+		pack_headers(&pk, &c->resp);
+		pack_cstr(&pk, "body");
+		pack_body(&pk, c->body);
+	}
+
+	snprintf(call->api_name, sizeof(call->api_name), "%s", c->api->name);
+	call->phase = phase;
+	call->msg = sb.data; /* the pool frees it */
+	call->msg_len = sb.size;
+	call->origin = c->t->base;
+	call->done = hooked_done;
+	call->arg = c;
+	c->call = call;
+	c->phase = phase == POOL_PHASE_RESPONSE ? CONN_HOOK_RESPONSE
+						: CONN_HOOK_REQUEST;
+	pool_submit(c->t->d->pool, call);
+}
+
+void hooked_body_done(struct conn *c)
+{
+	if (c->parse_status)
+		return; /* 413: conn_read answers it */
+	hooked_submit(c, POOL_PHASE_REQUEST);
+}
+
+void hooked_response(struct conn *c)
+{
+	/* The whole response is here: the upstream connection is free. */
+	upstream_detach(c);
+	hooked_submit(c, POOL_PHASE_RESPONSE);
+}
+
+/* ---- applying a result ----------------------------------------------- */
+
+static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+{
+	size_t len = strlen(key);
+
+	if (!map || map->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object_kv *kv = &map->via.map.ptr[i];
+
+		if (kv->key.type == MSGPACK_OBJECT_STR &&
+		    kv->key.via.str.size == len &&
+		    memcmp(kv->key.via.str.ptr, key, len) == 0)
+			return kv->val.type == MSGPACK_OBJECT_NIL ? NULL
+								  : &kv->val;
+	}
+	return NULL;
+}
+
+static bool obj_bytes(const msgpack_object *o, const char **p, size_t *len)
+{
+	if (o && o->type == MSGPACK_OBJECT_STR) {
+		*p = o->via.str.ptr;
+		*len = o->via.str.size;
+		return true;
+	}
+	if (o && o->type == MSGPACK_OBJECT_BIN) {
+		*p = o->via.bin.ptr;
+		*len = o->via.bin.size;
+		return true;
+	}
+	return false;
+}
+
+/* Replace HEAD's header list with [[name, value], ...]. */
+static int apply_headers(struct http_head *head, const msgpack_object *list)
+{
+	if (!list || list->type != MSGPACK_OBJECT_ARRAY)
+		return -1;
+	head->header_count = 0;
+	for (uint32_t i = 0; i < list->via.array.size; i++) {
+		const msgpack_object *pair = &list->via.array.ptr[i];
+		const char *name, *value;
+		size_t name_len, value_len;
+		char name_z[256];
+
+		if (pair->type != MSGPACK_OBJECT_ARRAY ||
+		    pair->via.array.size != 2 ||
+		    !obj_bytes(&pair->via.array.ptr[0], &name, &name_len) ||
+		    !obj_bytes(&pair->via.array.ptr[1], &value, &value_len) ||
+		    name_len == 0 || name_len >= sizeof(name_z))
+			return -1;
+		memcpy(name_z, name, name_len);
+		name_z[name_len] = '\0';
+		/* A hook must not smuggle line breaks into a head. */
+		if (memchr(value, '\r', value_len) ||
+		    memchr(value, '\n', value_len) ||
+		    strcspn(name_z, ":\r\n \t") < name_len)
+			return -1;
+		if (http_head_add(head, name_z, value, value_len))
+			return -1;
+	}
+	return 0;
+}
+
+static void set_body(struct conn *c, const msgpack_object *o)
+{
+	const char *p;
+	size_t len;
+
+	if (!obj_bytes(o, &p, &len))
+		return;
+	evbuffer_drain(c->body, evbuffer_get_length(c->body));
+	evbuffer_add(c->body, p, len);
+}
+
+/* Answer the client with a complete response built from a "reply" map or
+ * the edited response. */
+static void send_buffered_response(struct conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	http_head_strip_hop_by_hop(&c->resp);
+	if (c->resp.reason.len == 0)
+		http_span_set(&c->resp, &c->resp.reason, http_reason(c->status),
+			      strlen(http_reason(c->status)));
+	c->bytes_out = evbuffer_get_length(c->body);
+	upstream_write_response_head(c, c->body);
+	if (!c->is_head_method)
+		evbuffer_add_buffer(out, c->body);
+	else
+		evbuffer_drain(c->body, evbuffer_get_length(c->body));
+	c->resp_done = true;
+	conn_finish(c);
+}
+
+static int apply_reply(struct conn *c, const msgpack_object *reply)
+{
+	const msgpack_object *status = map_get(reply, "status");
+	const msgpack_object *headers = map_get(reply, "headers");
+
+	if (!status || status->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+	    status->via.u64 < 100 || status->via.u64 > 599)
+		return -1;
+	upstream_detach(c);
+	http_head_reset(&c->resp);
+	c->status = (int)status->via.u64;
+	if (headers && apply_headers(&c->resp, headers))
+		return -1;
+	evbuffer_drain(c->body, evbuffer_get_length(c->body));
+	set_body(c, map_get(reply, "body"));
+	send_buffered_response(c);
+	return 0;
+}
+
+static int apply_request(struct conn *c, const msgpack_object *req)
+{
+	const msgpack_object *o;
+	const char *p;
+	size_t len;
+
+	if ((o = map_get(req, "method")) && obj_bytes(o, &p, &len)) {
+		if (len == 0 || len > 32 || strcspn(p, " \r\n") < len)
+			return -1;
+		http_span_set(&c->req, &c->req.method, p, len);
+	}
+	if ((o = map_get(req, "path")) && obj_bytes(o, &p, &len)) {
+		if (len == 0 || p[0] != '/' || strcspn(p, " \r\n") < len)
+			return -1;
+		http_span_set(&c->req, &c->target, p, len);
+	}
+	if ((o = map_get(req, "headers")) && apply_headers(&c->req, o))
+		return -1;
+	if ((o = map_get(req, "body"))) {
+		set_body(c, o);
+		c->req_has_body = true;
+	}
+	/* What a hook adds is framed by us, like the client's headers. */
+	http_head_strip_hop_by_hop(&c->req);
+	return 0;
+}
+
+static int apply_response(struct conn *c, const msgpack_object *resp)
+{
+	const msgpack_object *o;
+
+	if ((o = map_get(resp, "status"))) {
+		if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+		    o->via.u64 < 100 || o->via.u64 > 599)
+			return -1;
+		c->status = (int)o->via.u64;
+		c->resp.reason.len = 0;
+	}
+	if ((o = map_get(resp, "headers")) && apply_headers(&c->resp, o))
+		return -1;
+	set_body(c, map_get(resp, "body"));
+	return 0;
+}
+
+static void forward_unchanged(struct conn *c, enum pool_phase phase)
+{
+	if (phase == POOL_PHASE_RESPONSE) {
+		send_buffered_response(c);
+		return;
+	}
+	c->phase = CONN_FORWARD;
+	upstream_forward(c, c->req_has_body ? c->body : NULL);
+}
+
+/* A result the hooks returned normally. Returns -1 when it is malformed. */
+static int apply_result(struct conn *c, enum pool_phase phase,
+			const char *reply, size_t len)
+{
+	msgpack_unpacked msg;
+	const msgpack_object *root, *o;
+	int err = -1;
+
+	msgpack_unpacked_init(&msg);
+	if (msgpack_unpack_next(&msg, reply, len, NULL) !=
+	    MSGPACK_UNPACK_SUCCESS)
+		goto out;
+	root = &msg.data;
+	if ((o = map_get(root, "reply"))) {
+		err = apply_reply(c, o);
+		goto out;
+	}
+	if (phase == POOL_PHASE_REQUEST) {
+		if ((o = map_get(root, "req")) && apply_request(c, o))
+			goto out;
+	} else if ((o = map_get(root, "resp")) && apply_response(c, o)) {
+		goto out;
+	}
+	err = 0;
+	forward_unchanged(c, phase);
+out:
+	msgpack_unpacked_destroy(&msg);
+	return err;
+}
+
+/* How a failed call answers the client: on_error reject gives the status
+ * below; continue sends the request (or response) on unchanged. Queue and
+ * import problems are never "continued": the hooks did not run at all. */
+static void apply_failure(struct conn *c, struct pool_call *call)
+{
+	const struct rules_middleware *mw = c->api->middleware;
+	int status = 502;
+	const char *why = "hook failed";
+
+	switch (call->result) {
+	case POOL_TIMEOUT:
+		status = 504;
+		why = "hook deadline passed";
+		break;
+	case POOL_WORKER_DIED:
+		status = 502;
+		why = "hook worker died";
+		break;
+	case POOL_HOOK_ERROR:
+		status = 500;
+		why = "hook raised an exception";
+		break;
+	case POOL_QUEUE_FULL:
+		conn_fail(c, 503, "hook queue full");
+		return;
+	case POOL_QUEUE_TIMEOUT:
+		conn_fail(c, 503, "waited too long for a hook worker");
+		return;
+	case POOL_UNAVAILABLE:
+		conn_fail(c, 503,
+			  call->error ? call->error
+				      : "hook modules do not import");
+		return;
+	default:
+		conn_fail(c, 503, "gateway is stopping");
+		return;
+	}
+	if (mw->on_error == RULES_ON_ERROR_CONTINUE) {
+		log_debug("hook failed, continuing api=%s reason=\"%s\"",
+			  c->api->name, why);
+		forward_unchanged(c, call->phase);
+		return;
+	}
+	conn_fail(c, status, why);
+}
+
+static void hooked_done(struct pool_call *call)
+{
+	struct conn *c = call->arg;
+
+	c->call = NULL;
+	if (c->dead) {
+		conn_free(c);
+	} else if (call->result != POOL_OK) {
+		apply_failure(c, call);
+	} else if (apply_result(c, call->phase, call->reply, call->reply_len)) {
+		log_warn("hook result malformed api=%s", c->api->name);
+		conn_fail(c, 502, "hook returned a malformed result");
+	}
+	free(call->reply);
+	free(call->error);
+	free(call);
+}
