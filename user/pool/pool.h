@@ -20,6 +20,8 @@
 struct event_base;
 struct rules;
 struct rules_api;
+struct pool_api;
+struct pool_worker;
 
 enum pool_phase {
 	POOL_PHASE_REQUEST = 0,
@@ -58,6 +60,10 @@ struct pool_call {
 	struct pool_call *next;
 	uint64_t id;
 	int64_t queued_at_ms;
+	int64_t sent_at_us;
+	int64_t deadline_ms;
+	struct pool_api *papi;	    /* the API's bulkhead */
+	struct pool_worker *worker; /* while on a worker */
 };
 
 struct pool;

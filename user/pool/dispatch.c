@@ -1,0 +1,563 @@
+/* Dispatch: calls from the front threads, through each API's bulkhead, to a
+ * worker; deadlines; completion.
+ *
+ * Bulkhead: an API has at most max_inflight calls on workers; the rest wait
+ * in its FIFO queue, at most `queue` of them (the next one is refused with
+ * POOL_QUEUE_FULL at once), each for at most queue_timeout_ms.
+ *
+ * The dispatch rule. Workers are chosen per call, oldest waiting call first
+ * across all APIs:
+ *   1. an idle worker (no call), the most recently idle first, so that the
+ *      surplus stays idle long enough to be shrunk away;
+ *   2. failing that, when every hook of the call's API is `async def` (the
+ *      worker's "ready" says so), a worker whose current calls are all of
+ *      such APIs and number fewer than python.concurrency, the least loaded
+ *      first: those calls wait on the worker's asyncio loop, not on a CPU;
+ *   3. failing that the call waits, and the pool grows (up to workers.max)
+ *      while calls wait.
+ * A sync hook therefore never shares a worker, and an async call never
+ * waits behind a sync one.
+ *
+ * A call past its deadline completes with POOL_TIMEOUT at once. Its worker
+ * takes no new call; it is killed as soon as it holds no other live call
+ * (at once for a sync call), so the calls sharing an async worker are not
+ * taken down by a neighbour's deadline unless their own passes too.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "pool/pool_int.h"
+
+const double pool_hist_bounds[POOL_HIST_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1,    0.25,  0.5,	   1,	  2.5,	5,     10,
+};
+
+const char *const pool_result_names[POOL_RESULT_COUNT] = {
+    [POOL_OK] = "ok",
+    [POOL_HOOK_ERROR] = "hook_error",
+    [POOL_TIMEOUT] = "timeout",
+    [POOL_WORKER_DIED] = "worker_died",
+    [POOL_QUEUE_FULL] = "queue_full",
+    [POOL_QUEUE_TIMEOUT] = "queue_timeout",
+    [POOL_UNAVAILABLE] = "unavailable",
+    [POOL_SHUTDOWN] = "shutdown",
+};
+
+static char *textf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *textf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+/* ---- completion --------------------------------------------------------- */
+
+static void call_deliver_cb(int fd, short what, void *arg)
+{
+	struct pool_call *call = arg;
+
+	(void)fd;
+	(void)what;
+	call->done(call);
+}
+
+static bool call_is_sync(const struct pool_worker *w,
+			 const struct pool_call *call)
+{
+	int idx = pool_worker_api_index(w, call->papi);
+
+	return idx < 0 || !w->async_api || !w->async_api[idx];
+}
+
+static void hist_add(struct pool_api *papi, double seconds)
+{
+	int b = 0;
+
+	while (b < POOL_HIST_BUCKETS && seconds > pool_hist_bounds[b])
+		b++;
+	papi->hist[b]++;
+	papi->dur_sum += seconds;
+	papi->dur_count++;
+}
+
+/* Take CALL off its worker: the worker's and the API's counts drop. */
+void dispatch_unlink(struct pool_call *call)
+{
+	struct pool_worker *w = call->worker;
+	struct pool_call **p;
+
+	if (!w)
+		return;
+	for (p = &w->calls; *p && *p != call; p = &(*p)->next)
+		;
+	if (*p)
+		*p = call->next;
+	w->ncalls--;
+	if (call_is_sync(w, call))
+		w->sync_calls--;
+	call->papi->inflight--;
+	hist_add(call->papi, (pool_now_us() - call->sent_at_us) / 1e6);
+	call->worker = NULL;
+	call->next = NULL;
+}
+
+/* Finish CALL: record how, then hand it back to its thread. The pool never
+ * touches the call after this. ERROR and REPLY become the caller's. */
+void dispatch_complete(struct pool_call *call, enum pool_result result,
+		       char *error, char *reply, size_t reply_len)
+{
+	dispatch_unlink(call);
+	if (call->papi)
+		call->papi->results[result]++;
+	free(call->msg);
+	call->msg = NULL;
+	call->msg_len = 0;
+	call->result = result;
+	call->error = error;
+	call->reply = reply;
+	call->reply_len = reply_len;
+	call->next = NULL;
+	call->papi = NULL;
+
+	if (!call->origin) {
+		call->done(call);
+		return;
+	}
+	if (event_base_once(call->origin, -1, EV_TIMEOUT, call_deliver_cb, call,
+			    NULL) < 0) {
+		/* Only on allocation failure; a lost call would hang its
+		 * client for good, running done() here is the lesser harm. */
+		log_error("pool: cannot hand a call back to its thread api=%s",
+			  call->api_name);
+		call->done(call);
+	}
+}
+
+/* ---- queues ------------------------------------------------------------- */
+
+void dispatch_queue_timer_arm(struct pool_api *papi)
+{
+	int64_t wait;
+	struct timeval tv;
+
+	if (!papi->q_head || papi->queue_timeout_ms <= 0) {
+		evtimer_del(papi->queue_timer);
+		return;
+	}
+	wait =
+	    papi->q_head->queued_at_ms + papi->queue_timeout_ms - pool_now_ms();
+	if (wait < 0)
+		wait = 0;
+	tv.tv_sec = wait / 1000;
+	tv.tv_usec = (wait % 1000) * 1000;
+	evtimer_add(papi->queue_timer, &tv);
+}
+
+static void queue_push(struct pool_api *papi, struct pool_call *call)
+{
+	call->next = NULL;
+	if (papi->q_tail)
+		papi->q_tail->next = call;
+	else
+		papi->q_head = call;
+	papi->q_tail = call;
+	papi->queued++;
+	if (papi->q_head == call)
+		dispatch_queue_timer_arm(papi);
+}
+
+static struct pool_call *queue_pop(struct pool_api *papi)
+{
+	struct pool_call *call = papi->q_head;
+
+	if (!call)
+		return NULL;
+	papi->q_head = call->next;
+	if (!papi->q_head)
+		papi->q_tail = NULL;
+	papi->queued--;
+	call->next = NULL;
+	dispatch_queue_timer_arm(papi);
+	return call;
+}
+
+/* Remove the newest call; the queue is short when this runs (only over
+ * its bound by the calls of one intake batch). */
+static struct pool_call *queue_pop_tail(struct pool_api *papi)
+{
+	struct pool_call **p = &papi->q_head, *call;
+
+	while (*p && (*p)->next)
+		p = &(*p)->next;
+	call = *p;
+	if (!call)
+		return NULL;
+	*p = NULL;
+	papi->q_tail = NULL;
+	for (struct pool_call *c = papi->q_head; c; c = c->next)
+		papi->q_tail = c;
+	papi->queued--;
+	if (!papi->q_head)
+		dispatch_queue_timer_arm(papi);
+	return call;
+}
+
+void dispatch_fail_queue(struct pool_api *papi, enum pool_result result,
+			 const char *error)
+{
+	struct pool_call *call;
+
+	while ((call = queue_pop(papi)))
+		dispatch_complete(call, result, error ? strdup(error) : NULL,
+				  NULL, 0);
+}
+
+void dispatch_queue_timer_cb(int fd, short what, void *arg)
+{
+	struct pool_api *papi = arg;
+	int64_t now = pool_now_ms();
+
+	(void)fd;
+	(void)what;
+	while (papi->q_head &&
+	       papi->q_head->queued_at_ms + papi->queue_timeout_ms <= now) {
+		struct pool_call *call = queue_pop(papi);
+
+		dispatch_complete(call, POOL_QUEUE_TIMEOUT,
+				  textf("waited %d ms in the queue of API %s",
+					papi->queue_timeout_ms, papi->name),
+				  NULL, 0);
+	}
+	dispatch_queue_timer_arm(papi);
+}
+
+/* ---- choosing a worker -------------------------------------------------- */
+
+/* Whether W takes new calls at all: ready, and of the current generation
+ * unless that one has no ready worker yet (during a reload). */
+static bool worker_open(const struct pool *pool, const struct pool_worker *w)
+{
+	return w->state == WORKER_READY &&
+	       (w->generation == pool->generation || !pool->gen_ready);
+}
+
+static bool idle_better(const struct pool *pool, const struct pool_worker *a,
+			const struct pool_worker *b)
+{
+	bool a_cur = a->generation == pool->generation;
+	bool b_cur = b->generation == pool->generation;
+
+	if (a_cur != b_cur)
+		return a_cur;
+	return a->idle_since_ms > b->idle_since_ms;
+}
+
+static struct pool_worker *dispatch_pick(struct pool *pool,
+					 const struct pool_api *papi)
+{
+	struct pool_worker *idle = NULL, *shared = NULL;
+
+	for (struct pool_worker *w = pool->workers; w; w = w->next) {
+		int idx;
+
+		if (!worker_open(pool, w))
+			continue;
+		idx = pool_worker_api_index(w, papi);
+		if (idx < 0)
+			continue;
+		if (w->ncalls == 0) {
+			if (!idle || idle_better(pool, w, idle))
+				idle = w;
+		} else if (w->sync_calls == 0 && w->async_api &&
+			   w->async_api[idx] &&
+			   w->ncalls < w->rules->python.concurrency &&
+			   (!shared || w->ncalls < shared->ncalls)) {
+			shared = w;
+		}
+	}
+	return idle ? idle : shared;
+}
+
+static void dispatch_send(struct pool_worker *w, struct pool_call *call)
+{
+	struct pool_api *papi = call->papi;
+	char head[64];
+	size_t hlen = wire_encode_call_head(head, sizeof(head), call->id);
+	struct iovec iov[2] = {{head, hlen}, {call->msg, call->msg_len}};
+	int err;
+
+	call->worker = w;
+	call->next = w->calls;
+	w->calls = call;
+	w->ncalls++;
+	if (call_is_sync(w, call))
+		w->sync_calls++;
+	papi->inflight++;
+	call->sent_at_us = pool_now_us();
+	call->deadline_ms = call->sent_at_us / 1000 + papi->timeout_ms;
+
+	err = worker_send(w, iov, 2);
+	free(call->msg);
+	call->msg = NULL;
+	if (err) {
+		supervise_lost(w, "send failed");
+		return;
+	}
+	supervise_timer_arm(w);
+}
+
+/* The API whose head call is the oldest among those that may run now. */
+static struct pool_api *dispatch_next_api(struct pool *pool)
+{
+	struct pool_api *best = NULL;
+
+	for (struct pool_api *p = pool->apis; p; p = p->next) {
+		if (p->blocked || !p->q_head || p->error ||
+		    p->inflight >= p->max_inflight)
+			continue;
+		if (!best || p->q_head->id < best->q_head->id)
+			best = p;
+	}
+	return best;
+}
+
+/* Calls that could run now but for a worker: what growth is for. */
+static int dispatch_waiting(const struct pool *pool)
+{
+	int waiting = 0;
+
+	for (const struct pool_api *p = pool->apis; p; p = p->next) {
+		int room = p->max_inflight - p->inflight;
+
+		if (!p->blocked || p->error)
+			continue;
+		waiting += p->queued < room ? p->queued : room;
+	}
+	return waiting;
+}
+
+/* Refuse the calls of this intake batch (id above MARK) that do not fit in
+ * their API's queue. */
+static void dispatch_trim(struct pool *pool, uint64_t mark)
+{
+	for (struct pool_api *p = pool->apis; p; p = p->next) {
+		while (p->queued > p->queue_max && p->q_tail &&
+		       p->q_tail->id > mark) {
+			struct pool_call *call = queue_pop_tail(p);
+
+			dispatch_complete(call, POOL_QUEUE_FULL,
+					  textf("queue of API %s is full "
+						"(%d calls)",
+						p->name, p->queue_max),
+					  NULL, 0);
+		}
+	}
+}
+
+static void dispatch_run_mark(struct pool *pool, uint64_t mark)
+{
+	struct pool_api *papi;
+
+	if (pool->stopping)
+		return;
+	for (papi = pool->apis; papi; papi = papi->next)
+		papi->blocked = false;
+
+	while ((papi = dispatch_next_api(pool))) {
+		struct pool_worker *w = dispatch_pick(pool, papi);
+
+		if (!w) {
+			papi->blocked = true;
+			continue;
+		}
+		dispatch_send(w, queue_pop(papi));
+	}
+	dispatch_trim(pool, mark);
+	supervise_grow(pool, dispatch_waiting(pool));
+}
+
+void dispatch_run(struct pool *pool)
+{
+	dispatch_run_mark(pool, UINT64_MAX);
+}
+
+/* ---- intake ------------------------------------------------------------- */
+
+void pool_submit(struct pool *pool, struct pool_call *call)
+{
+	bool closed, was_empty;
+
+	call->next = NULL;
+	call->papi = NULL;
+	call->worker = NULL;
+	call->reply = NULL;
+	call->reply_len = 0;
+	call->error = NULL;
+	call->queued_at_ms = pool_now_ms();
+
+	pthread_mutex_lock(&pool->intake_lock);
+	closed = pool->intake_closed;
+	was_empty = !pool->intake_head;
+	if (!closed) {
+		if (pool->intake_tail)
+			pool->intake_tail->next = call;
+		else
+			pool->intake_head = call;
+		pool->intake_tail = call;
+	}
+	pthread_mutex_unlock(&pool->intake_lock);
+
+	if (closed)
+		dispatch_complete(call, POOL_SHUTDOWN, NULL, NULL, 0);
+	else if (was_empty)
+		event_active(pool->intake_ev, EV_READ, 0);
+}
+
+static void dispatch_accept(struct pool *pool, struct pool_call *call)
+{
+	struct pool_api *papi = pool_api_find(pool, call->api_name);
+
+	if (!papi || (!papi->api && pool->gen_ready)) {
+		dispatch_complete(call, POOL_UNAVAILABLE,
+				  textf("API %s has no hooks", call->api_name),
+				  NULL, 0);
+		return;
+	}
+	call->papi = papi;
+	if (papi->error) {
+		dispatch_complete(call, POOL_UNAVAILABLE, strdup(papi->error),
+				  NULL, 0);
+		return;
+	}
+	call->id = ++pool->next_id;
+	queue_push(papi, call);
+}
+
+void dispatch_intake_cb(int fd, short what, void *arg)
+{
+	struct pool *pool = arg;
+	struct pool_call *list;
+	uint64_t mark = pool->next_id;
+
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&pool->intake_lock);
+	list = pool->intake_head;
+	pool->intake_head = pool->intake_tail = NULL;
+	pthread_mutex_unlock(&pool->intake_lock);
+
+	while (list) {
+		struct pool_call *call = list;
+
+		list = call->next;
+		dispatch_accept(pool, call);
+	}
+	dispatch_run_mark(pool, mark);
+}
+
+/* ---- on the worker ------------------------------------------------------ */
+
+int64_t dispatch_next_deadline(const struct pool_worker *w)
+{
+	int64_t due = 0;
+
+	for (const struct pool_call *c = w->calls; c; c = c->next)
+		if (!due || c->deadline_ms < due)
+			due = c->deadline_ms;
+	return due;
+}
+
+/* Complete W's calls whose deadline has passed. */
+void dispatch_expire(struct pool_worker *w, int64_t now)
+{
+	struct pool_call *call = w->calls, *next;
+
+	for (; call; call = next) {
+		next = call->next;
+		if (call->deadline_ms > now)
+			continue;
+		log_warn("hook deadline passed api=%s worker=%d timeout_ms=%d",
+			 call->papi->name, w->pid, call->papi->timeout_ms);
+		w->timed_out = true;
+		if (w->state == WORKER_READY) {
+			w->state = WORKER_DRAINING;
+			w->drain_reason = "deadline";
+		}
+		dispatch_complete(call, POOL_TIMEOUT,
+				  textf("hook deadline of %d ms passed",
+					call->papi->timeout_ms),
+				  NULL, 0);
+	}
+}
+
+static void log_hook_error(const struct pool_worker *w, const char *api,
+			   const char *tb)
+{
+	char esc[1600];
+
+	wire_escape(tb, strlen(tb), esc, sizeof(esc));
+	log_warn("hook raised api=%s worker=%d error=\"%s\"", api, w->pid, esc);
+}
+
+/* A "result" from W. Results for calls already completed (past their
+ * deadline) are dropped. */
+void dispatch_on_result(struct pool_worker *w, const msgpack_object *msg,
+			const char *raw, size_t raw_len)
+{
+	uint64_t id = (uint64_t)wire_int(wire_get(msg, "id"), 0);
+	const msgpack_object *ok = wire_get(msg, "ok");
+	struct pool_call *call;
+	struct pool *pool = w->pool;
+
+	for (call = w->calls; call && call->id != id; call = call->next)
+		;
+	if (!call) {
+		log_debug("late result dropped worker=%d id=%llu", w->pid,
+			  (unsigned long long)id);
+		return;
+	}
+
+	w->served++;
+	pool->crash_streak = 0;
+	if (ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean) {
+		char *reply = malloc(raw_len ? raw_len : 1);
+
+		if (reply)
+			memcpy(reply, raw, raw_len);
+		dispatch_complete(call, reply ? POOL_OK : POOL_HOOK_ERROR,
+				  reply ? NULL : strdup("out of memory"), reply,
+				  reply ? raw_len : 0);
+	} else {
+		char *tb = wire_strdup(wire_get(msg, "error"));
+
+		if (!tb)
+			tb = strdup("hook failed without a traceback");
+		if (tb)
+			log_hook_error(w, call->papi->name, tb);
+		dispatch_complete(call, POOL_HOOK_ERROR, tb, NULL, 0);
+	}
+
+	if (w->state == WORKER_READY && w->rules->python.max_requests > 0 &&
+	    w->served >= (uint64_t)w->rules->python.max_requests) {
+		pool->recycled++;
+		log_info(
+		    "worker recycling pid=%d reason=max_requests calls=%llu",
+		    w->pid, (unsigned long long)w->served);
+		supervise_drain(w, "max_requests");
+	}
+	supervise_settle(w);
+}
