@@ -1243,7 +1243,7 @@ static int bundle_load(struct parser *p, yaml_node_t *at,
 	struct parser bp = *p;
 	yaml_parser_t yp;
 	yaml_document_t doc;
-	char *path, *text;
+	char *path, *text = NULL;
 	int err;
 
 	if (asprintf(&path, "%s/manifest.json", mw->bundle_dir) < 0)
@@ -1386,8 +1386,9 @@ static int key_api_name(struct parser *p, const struct key *k,
 			    "API name '%.20s...' is too long (at most %d "
 			    "characters)",
 			    name, RULES_NAME_MAX - 1);
-	if (strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") !=
-	    strlen(name))
+	if (!name[0] ||
+	    strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") !=
+		strlen(name))
 		return fail(p, node,
 			    "bad API name '%s': use only a-z, 0-9, '_' and '-'",
 			    name);

@@ -192,7 +192,7 @@ static size_t route_strip_len(const struct rules_api *api, const char *path,
 {
 	size_t len = strlen(api->listen_path);
 
-	if (len > 1 && api->listen_path[len - 1] == '/') {
+	if (len > 0 && api->listen_path[len - 1] == '/') {
 		if (path_len >= len - 1 &&
 		    memcmp(path, api->listen_path, len - 1) == 0)
 			return len - 1;
