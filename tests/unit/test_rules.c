@@ -382,6 +382,21 @@ static const struct error_case error_cases[] = {
      "2:16: pin_dir must be an absolute path", NULL},
 
     /* hooks and bundles */
+    {"config_contains_itself",
+     L "apis:\n  - name: a\n    listen_path: /\n    " UP "\n"
+       "    middleware:\n      config: &c {self: *c}\n",
+     "7:15: config: nested too deeply", NULL},
+    {"config_alias_bomb",
+     L "apis:\n  - name: a\n    listen_path: /\n    " UP "\n"
+       "    middleware:\n      config:\n"
+       "        a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+       "        b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+       "        c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+       "        d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+       "        e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+       "        f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+       "        g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n",
+     "8:9: config: larger than 1024 KiB as JSON", NULL},
     {"hook_not_dotted",
      L "apis:\n  - {name: a, listen_path: /, " UP
        ", middleware: {pre: [sign]}}\n",

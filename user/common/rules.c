@@ -849,6 +849,8 @@ static const struct list_kind list_cidrs = {
 
 /* ---- config: any mapping, kept as JSON text -------------------------- */
 
+#define CONFIG_JSON_MAX (1024 * 1024)
+
 struct buf {
 	char *s;
 	size_t len, cap;
@@ -965,8 +967,12 @@ static int json_node(struct parser *p, yaml_node_t *node, struct buf *b,
 	yaml_node_item_t *item;
 	int err;
 
+	/* Aliases make both of these cheap to write: a node that contains
+	 * itself, and a few lines that expand to gigabytes. */
 	if (depth > 32)
 		return fail(p, node, "config: nested too deeply");
+	if (b->len > CONFIG_JSON_MAX)
+		return -E2BIG;
 	switch (node->type) {
 	case YAML_MAPPING_NODE:
 		return json_mapping(p, node, b, depth);
@@ -1008,6 +1014,9 @@ static int key_config(struct parser *p, const struct key *k, yaml_node_t *node,
 	if (node->type != YAML_MAPPING_NODE)
 		return fail(p, node, "%s: expected a mapping", k->name);
 	err = json_mapping(p, node, &b, 0);
+	if (err == -E2BIG)
+		err = fail(p, node, "config: larger than %d KiB as JSON",
+			   CONFIG_JSON_MAX / 1024);
 	if (!err && b.nomem)
 		err = fail_nomem(p, node);
 	if (err) {
@@ -1912,35 +1921,42 @@ static char *rules_dir(const char *file)
 	return real;
 }
 
+/* A second document in the stream is a mistake, not something to ignore. */
+static int check_single_document(struct parser *p, yaml_parser_t *yp)
+{
+	yaml_document_t extra;
+	yaml_node_t *root;
+	int err = 0;
+
+	if (!yaml_parser_load(yp, &extra))
+		return fail_syntax(p, yp);
+	root = yaml_document_get_root_node(&extra);
+	if (root)
+		err = fail(p, root, "only one YAML document is allowed");
+	yaml_document_delete(&extra);
+	return err;
+}
+
+/* Parse F into p->rules, through the document p->doc points at. */
 static int rules_parse(struct parser *p, FILE *f)
 {
 	yaml_parser_t yp;
-	yaml_document_t doc, extra;
 	int err;
 
 	yaml_parser_initialize(&yp);
 	yaml_parser_set_input_file(&yp, f);
-	p->doc = &doc;
-	err = load_document(p, &yp, &doc);
+	err = load_document(p, &yp, p->doc);
 	if (err)
 		goto free_parser;
 
-	p->root = yaml_document_get_root_node(&doc);
+	p->root = yaml_document_get_root_node(p->doc);
 	err = parse_mapping(p, p->root, top_keys, "the rules file", p->rules,
 			    NULL);
 	if (!err)
 		err = rules_check(p, p->rules);
-	if (!err && !yaml_parser_load(&yp, &extra))
-		err = fail_syntax(p, &yp);
-	else if (!err) {
-		yaml_node_t *root = yaml_document_get_root_node(&extra);
-
-		if (root)
-			err =
-			    fail(p, root, "only one YAML document is allowed");
-		yaml_document_delete(&extra);
-	}
-	yaml_document_delete(&doc);
+	if (!err)
+		err = check_single_document(p, &yp);
+	yaml_document_delete(p->doc);
 free_parser:
 	yaml_parser_delete(&yp);
 	return err;
@@ -1948,7 +1964,9 @@ free_parser:
 
 struct rules *rules_load(const char *file, char *err, size_t err_len)
 {
-	struct parser p = {.file = file, .err = err, .err_len = err_len};
+	yaml_document_t doc;
+	struct parser p = {
+	    .file = file, .err = err, .err_len = err_len, .doc = &doc};
 	char *dir = NULL;
 	FILE *f;
 	int rc = -ENOMEM;
