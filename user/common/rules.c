@@ -693,20 +693,13 @@ static int key_addr(struct parser *p, const struct key *k, yaml_node_t *node,
 	return elem_addr(p, node, (char *)base + k->offset);
 }
 
-/* "http://host[:port][/base]". The host is resolved now: an upstream that
- * cannot be found is a mistake in the file, not a runtime surprise. */
-static int elem_upstream(struct parser *p, yaml_node_t *node, void *elem)
+/* The shape of "http://host[:port][/base]"; *auth_len gets the length of
+ * the host[:port] part. */
+static int upstream_check_shape(struct parser *p, yaml_node_t *node,
+				const char *text, size_t *auth_len)
 {
-	struct rules_upstream *up = elem;
-	char *auth = NULL, *host, *port_text, *base;
-	const char *text, *rest, *why;
-	bool bracketed = false;
-	int err, port = 80;
-	size_t len;
+	const char *rest = text + 7;
 
-	if (!is_string(node))
-		return fail(p, node, "expected an upstream URL");
-	text = scalar(node);
 	if (strncasecmp(text, "https://", 8) == 0)
 		return fail(p, node,
 			    "upstream '%s': TLS to upstreams is not supported, "
@@ -717,60 +710,87 @@ static int elem_upstream(struct parser *p, yaml_node_t *node, void *elem)
 			    "bad upstream URL '%s': expected "
 			    "http://host[:port][/base]",
 			    text);
-	rest = text + 7;
-	len = strcspn(rest, "/?#");
-	base = (char *)rest + len;
-	if (strpbrk(rest, "?#") || strchr(base, ' '))
+	*auth_len = strcspn(rest, "/?#");
+	if (strpbrk(rest, "?# "))
 		return fail(p, node,
 			    "bad upstream URL '%s': no query or fragment "
 			    "allowed, only http://host[:port][/base]",
 			    text);
-	if (len == 0 || memchr(rest, '@', len))
+	if (*auth_len == 0 || memchr(rest, '@', *auth_len))
 		return fail(p, node,
 			    "bad upstream URL '%s': expected "
 			    "http://host[:port][/base]",
 			    text);
+	return 0;
+}
 
-	auth = strndup(rest, len);
-	if (!auth)
-		return fail_nomem(p, node);
-	host = auth;
+/* AUTH is "host", "host:port", "[v6]" or "[v6]:port" (changed in place):
+ * resolve it into UP's address and its "host:port" text. */
+static int upstream_resolve(struct parser *p, yaml_node_t *node,
+			    const char *text, char *auth,
+			    struct rules_upstream *up)
+{
+	size_t len = strlen(auth);
+	char *host = auth, *port_text;
+	bool bracketed = false;
+	const char *why;
+	int port = 80, n;
+
 	if (auth[0] == '[' && auth[len - 1] == ']') {
 		auth[len - 1] = '\0';
 		host = auth + 1;
 		bracketed = true;
 	} else if (auth[0] == '[' || strchr(auth, ':')) {
 		if (split_host_port(auth, &host, &port_text, &bracketed) ||
-		    (port = parse_port(port_text)) < 0) {
-			err = fail(p, node,
-				   "bad upstream URL '%s': expected "
-				   "http://host[:port][/base], port 1-65535",
-				   text);
-			goto out;
-		}
+		    (port = parse_port(port_text)) < 0)
+			return fail(p, node,
+				    "bad upstream URL '%s': expected "
+				    "http://host[:port][/base], port 1-65535",
+				    text);
 	}
-	if (resolve(host, port, bracketed, &up->sa, &up->sa_len, &why)) {
-		err = fail(p, node, "upstream '%s': cannot resolve '%s': %s",
-			   text, host, why);
-		goto out;
+	if (resolve(host, port, bracketed, &up->sa, &up->sa_len, &why))
+		return fail(p, node, "upstream '%s': cannot resolve '%s': %s",
+			    text, host, why);
+	n = asprintf(&up->host_port, bracketed ? "[%s]:%d" : "%s:%d", host,
+		     port);
+	if (n < 0) {
+		up->host_port = NULL;
+		return fail_nomem(p, node);
 	}
+	return 0;
+}
 
+/* An upstream URL. The host is resolved now: an upstream that cannot be
+ * found is a mistake in the file, not a runtime surprise. */
+static int elem_upstream(struct parser *p, yaml_node_t *node, void *elem)
+{
+	struct rules_upstream *up = elem;
+	const char *text, *base;
+	size_t auth_len = 0, len;
+	char *auth;
+	int err;
+
+	if (!is_string(node))
+		return fail(p, node, "expected an upstream URL");
+	text = scalar(node);
+	err = upstream_check_shape(p, node, text, &auth_len);
+	if (err)
+		return err;
+	auth = strndup(text + 7, auth_len);
+	if (!auth)
+		return fail_nomem(p, node);
+	err = upstream_resolve(p, node, text, auth, up);
+	free(auth);
+	if (err)
+		return err;
+
+	base = text + 7 + auth_len;
 	len = strlen(base);
 	while (len > 0 && base[len - 1] == '/')
 		len--;
 	up->url = strdup(text);
 	up->base_path = strndup(base, len);
-	if (bracketed)
-		err = asprintf(&up->host_port, "[%s]:%d", host, port);
-	else
-		err = asprintf(&up->host_port, "%s:%d", host, port);
-	if (err < 0)
-		up->host_port = NULL;
-	err =
-	    up->url && up->base_path && up->host_port ? 0 : fail_nomem(p, node);
-out:
-	free(auth);
-	return err;
+	return up->url && up->base_path ? 0 : fail_nomem(p, node);
 }
 
 static bool cidr_host_bits_clear(const struct rules_cidr *c)
