@@ -227,3 +227,99 @@ def statuses(raw):
         if line.startswith(b"HTTP/1."):
             codes.append(int(line.split()[1]))
     return codes
+
+
+def wait_until(predicate, timeout=5.0, step=0.05):
+    """Poll PREDICATE until it is true or TIMEOUT (times SLOW) passes;
+    returns its last value."""
+    deadline = time.time() + timeout * SLOW
+    while True:
+        value = predicate()
+        if value or time.time() >= deadline:
+            return value
+        time.sleep(step)
+
+
+class RawResponse:
+    def __init__(self, status, headers, body, complete):
+        self.status = status
+        self.headers = headers  # [(name, value)], as sent
+        self.body = body
+        self.complete = complete  # False: the connection ended early
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+def read_response(sock, buf=b"", head_only=False, timeout=10.0):
+    """Read one response from SOCK (after BUF, bytes already received),
+    framed by Content-Length, chunked or the close. Returns
+    (RawResponse, leftover bytes)."""
+    sock.settimeout(timeout * SLOW)
+
+    def more():
+        try:
+            return sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+    while b"\r\n\r\n" not in buf:
+        data = more()
+        if not data:
+            raise EOFError("connection closed before a response head: %r"
+                           % buf[:200])
+        buf += data
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = [tuple(x.strip() for x in line.split(":", 1))
+               for line in lines[1:] if line]
+    resp = RawResponse(status, headers, b"", True)
+    te = (resp.header("transfer-encoding") or "").lower()
+    if head_only or status < 200 or status in (204, 304):
+        return resp, buf
+    if "chunked" in te:
+        body = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                data = more()
+                if not data:
+                    resp.body, resp.complete = bytes(body), False
+                    return resp, b""
+                buf += data
+            line, buf = buf.split(b"\r\n", 1)
+            size = int(line.split(b";")[0], 16)
+            while len(buf) < size + 2:
+                data = more()
+                if not data:
+                    body += buf[:size]
+                    resp.body, resp.complete = bytes(body), False
+                    return resp, b""
+                buf += data
+            if size == 0:
+                # No trailers from our upstreams: the CRLF ends it.
+                return_buf = buf[2:]
+                resp.body = bytes(body)
+                return resp, return_buf
+            body += buf[:size]
+            buf = buf[size + 2:]
+    if resp.header("content-length") is not None:
+        n = int(resp.header("content-length"))
+        while len(buf) < n:
+            data = more()
+            if not data:
+                resp.body, resp.complete = buf, False
+                return resp, b""
+            buf += data
+        resp.body = buf[:n]
+        return resp, buf[n:]
+    while True:
+        data = more()
+        if not data:
+            break
+        buf += data
+    resp.body = buf
+    return resp, b""

@@ -1,0 +1,153 @@
+"""Routing through the plain proxy: host groups, longest prefix, strip,
+upstream base paths, round robin, and one keep-alive client connection
+carrying requests for different APIs."""
+
+import json
+
+import pytest
+
+
+def landed(gw, path, host=None):
+    """(upstream port, path the upstream saw) for a GET through GW."""
+    headers = {"Host": host} if host else {}
+    status, _, body = gw.get(path, headers=headers)
+    assert status == 200, body
+    seen = json.loads(body)
+    return seen["port"], seen["path"]
+
+
+@pytest.fixture
+def host_gateway(gateway, upstream_factory):
+    ups = {k: upstream_factory() for k in ("exact", "wild", "nohost")}
+    gw = gateway({"apis": [
+        {"name": "exact", "listen_path": "/", "hosts": ["api.example.com"],
+         "upstream": ups["exact"].url},
+        {"name": "wild", "listen_path": "/", "hosts": ["*.example.com"],
+         "upstream": ups["wild"].url},
+        {"name": "nohost", "listen_path": "/", "upstream": ups["nohost"].url},
+    ]})
+    return gw, ups
+
+
+@pytest.mark.parametrize("host,api", [
+    ("api.example.com", "exact"),
+    ("api.example.com:8080", "exact"),     # the Host port is ignored
+    ("API.Example.COM", "exact"),          # and so is case
+    ("other.example.com", "wild"),
+    ("deep.sub.example.com:1", "wild"),
+    ("example.org", "nohost"),
+    ("127.0.0.1", "nohost"),
+])
+def test_host_exact_then_suffix_then_no_host_group(host_gateway, host, api):
+    gw, ups = host_gateway
+    port, _ = landed(gw, "/echo", host=host)
+    assert port == ups[api].port
+
+
+def test_host_group_has_no_fallback_to_other_paths(gateway, upstream_factory):
+    a, b = upstream_factory(), upstream_factory()
+    gw = gateway({"apis": [
+        {"name": "h", "listen_path": "/only/", "hosts": ["api.example.com"],
+         "upstream": a.url},
+        {"name": "any", "listen_path": "/", "upstream": b.url},
+    ]})
+    # The host group matches, its paths do not: 404, not the no-host API.
+    status, _, _ = gw.get("/elsewhere", headers={"Host": "api.example.com"})
+    assert status == 404
+    assert a.requests == [] and b.requests == []
+
+
+@pytest.mark.parametrize("path,api", [
+    ("/a/b/c", "ab"),
+    ("/a/b/", "ab"),
+    ("/a/b", "ab"),        # "/a/b/" also matches the bare "/a/b"
+    ("/a/bc", "a"),        # a prefix is a path segment, not a string
+    ("/a/x", "a"),
+    ("/a", "a"),
+    ("/z", "root"),
+    ("/", "root"),
+])
+def test_longest_listen_path_prefix_wins(gateway, upstream_factory, path, api):
+    ups = {k: upstream_factory() for k in ("root", "a", "ab")}
+    gw = gateway({"apis": [
+        {"name": "root", "listen_path": "/", "upstream": ups["root"].url},
+        {"name": "a", "listen_path": "/a/", "upstream": ups["a"].url},
+        {"name": "ab", "listen_path": "/a/b/", "upstream": ups["ab"].url},
+    ]})
+    port, seen = landed(gw, path)
+    assert port == ups[api].port
+    assert seen == path  # no strip: the path goes through unchanged
+
+
+@pytest.mark.parametrize("strip,path,expected", [
+    (True, "/svc/items/1", "/items/1"),
+    (True, "/svc/", "/"),
+    (True, "/svc", "/"),
+    (False, "/svc/items/1", "/svc/items/1"),
+    (False, "/svc", "/svc"),
+])
+def test_strip_listen_path(gateway, upstream, strip, path, expected):
+    gw = gateway({"apis": [{"name": "svc", "listen_path": "/svc/",
+                            "strip_listen_path": strip,
+                            "upstream": upstream.url}]})
+    assert landed(gw, path) == (upstream.port, expected)
+
+
+@pytest.mark.parametrize("strip,path,expected", [
+    (True, "/svc/items?q=1&r=a%20b", "/base/items?q=1&r=a%20b"),
+    (True, "/svc?x", "/base?x"),
+    (False, "/svc/items?q=1", "/base/svc/items?q=1"),
+])
+def test_upstream_base_path_prepended_query_kept(gateway, upstream, strip,
+                                                 path, expected):
+    gw = gateway({"apis": [{"name": "svc", "listen_path": "/svc/",
+                            "strip_listen_path": strip,
+                            "upstream": upstream.url + "/base"}]})
+    assert landed(gw, path) == (upstream.port, expected)
+
+
+def test_query_string_kept_verbatim(gateway, upstream):
+    gw = gateway({"apis": [{"name": "a", "listen_path": "/",
+                            "upstream": upstream.url}]})
+    path = "/echo?a=1&a=2&empty=&enc=%2F%3F&plus=x+y"
+    assert landed(gw, path) == (upstream.port, path)
+
+
+def test_round_robin_spreads_over_upstreams(gateway, upstream_factory):
+    a, b = upstream_factory(), upstream_factory()
+    gw = gateway({"apis": [{"name": "rr", "listen_path": "/",
+                            "upstreams": [a.url, b.url]}]})
+    ports = [landed(gw, "/echo")[0] for _ in range(10)]
+    assert set(ports) == {a.port, b.port}
+    # Strict alternation is not promised across threads; both get a share.
+    assert ports.count(a.port) >= 2 and ports.count(b.port) >= 2
+
+
+def test_keepalive_connection_alternates_between_apis(gateway,
+                                                      upstream_factory):
+    a, b = upstream_factory(), upstream_factory()
+    gw = gateway({"apis": [
+        {"name": "a", "listen_path": "/a/", "strip_listen_path": True,
+         "upstream": a.url},
+        {"name": "b", "listen_path": "/b/", "strip_listen_path": True,
+         "upstream": b.url},
+    ]})
+    conn = gw.connect()
+    try:
+        sock = None
+        for i in range(8):
+            name, up = ("a", a) if i % 2 == 0 else ("b", b)
+            status, headers, body = gw.get("/%s/echo?i=%d" % (name, i),
+                                           conn=conn)
+            assert status == 200
+            assert "close" not in headers.get("Connection", "").lower()
+            seen = json.loads(body)
+            assert seen["port"] == up.port
+            assert seen["path"] == "/echo?i=%d" % i
+            # http.client reconnects silently: the socket must stay the same.
+            if sock is None:
+                sock = conn.sock
+            assert conn.sock is sock
+        assert len(a.requests) == 4 and len(b.requests) == 4
+    finally:
+        conn.close()
