@@ -47,6 +47,10 @@
  *       other API. Calls of other APIs come one at a time per worker. The
  *       worker must therefore keep reading its socket while async calls
  *       run, and answer each call by its id in any order.
+ *       Every call read must be answered: sluiced takes a call without a
+ *       result for a hung hook and SIGKILLs the worker at the deadline. (A
+ *       call read by the event loop just as its last task finished must
+ *       still run: leaving the loop with a task pending loses it.)
  *   {"t":"result", "id":uint, "ok":bool, "error":str,
  *    "reply":{"status":int, "headers":[[str,str]], "body":bin} | nil,
  *    "req":{"method":str?, "path":str?, "headers":[[str,str]]?, "body":bin?}
