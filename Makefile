@@ -192,10 +192,10 @@ $(BUILD)/tests/unit_%: tests/unit/test_%.c $(UNIT_OBJ)
 	$(Q)$(CC) $(CFLAGS) -DUNIT_TEST -o $@ $< \
 		$(filter-out %/main.o,$(filter %.o,$^)) $(LDLIBS) -lcmocka
 
-test-integration: all
+test-integration: all $(BUILD)/tests/pool_driver
 	$(Q)SLUICE_BUILD=$(BUILD) $(PYTEST) tests/integration
 
-test-bpf: all $(BUILD)/tests/sbpf_tool
+test-bpf: all $(BUILD)/tests/sbpf_tool $(BUILD)/tests/relay_probe
 	$(Q)if [ -d tests/bpf ] && ls tests/bpf/test_*.py >/dev/null 2>&1; then \
 		SLUICE_BUILD=$(BUILD) $(PYTEST) tests/bpf; fi
 
@@ -207,6 +207,19 @@ test-ops: all
 
 # tests/bpf's driver: user/bpf/ without the front.
 $(BUILD)/tests/sbpf_tool: tests/bpf/sbpf_tool.c $(call obj,$(COMMON_SRC) $(UBPF_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+
+# tests/bpf's relay probe: a TCP proxy on user/front/relay*.c alone.
+RELAY_SRC := $(wildcard user/front/relay*.c)
+$(BUILD)/tests/relay_probe: tests/bpf/relay_probe.c $(call obj,$(COMMON_SRC) $(RELAY_SRC) $(UBPF_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+
+# tests/pool's driver: user/pool/ without the front.
+$(BUILD)/tests/pool_driver: tests/pool/pool_driver.c $(call obj,$(COMMON_SRC) $(POOL_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)

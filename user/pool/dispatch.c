@@ -504,13 +504,18 @@ void dispatch_expire(struct pool_worker *w, int64_t now)
 	}
 }
 
+/* The worker has logged the whole traceback (a "log" message); one line
+ * here ties the failure to the call's outcome. */
 static void log_hook_error(const struct pool_worker *w, const char *api,
 			   const char *tb)
 {
-	char esc[1600];
+	char *last = wire_last_line(tb);
+	char esc[512];
 
-	wire_escape(tb, strlen(tb), esc, sizeof(esc));
+	wire_escape(last ? last : tb, strlen(last ? last : tb), esc,
+		    sizeof(esc));
 	log_warn("hook raised api=%s worker=%d error=\"%s\"", api, w->pid, esc);
+	free(last);
 }
 
 /* A "result" from W. Results for calls already completed (past their

@@ -254,6 +254,7 @@ static void worker_timer_cb(int fd, short what, void *arg)
 /* ---- spawn -------------------------------------------------------------- */
 
 static void worker_read_cb(int fd, short what, void *arg);
+static long worker_rss_kb(pid_t pid);
 
 static void worker_free(struct pool_worker *w)
 {
@@ -385,7 +386,11 @@ void supervise_ensure_min(struct pool *pool)
 	int live = supervise_live_count(pool);
 
 	while (live < pool_min(pool) && spawn_allowed(pool)) {
-		if (supervise_spawn(pool, pool->spawned ? "respawn" : "start"))
+		const char *why = pool->gen_ready	 ? "respawn"
+				  : pool->generation > 1 ? "reload"
+							 : "start";
+
+		if (supervise_spawn(pool, why))
 			return;
 		live++;
 	}
@@ -602,14 +607,17 @@ static void on_ready_status(struct pool_worker *w, const msgpack_object *errs)
 		char *name = wire_strdup(&errs->via.map.ptr[i].key);
 		char *tb = wire_strdup(&errs->via.map.ptr[i].val);
 		struct pool_api *papi = name ? pool_api_find(pool, name) : NULL;
-		char esc[1800];
+		char esc[512];
 
+		/* The worker logs the whole traceback itself (a "log"
+		 * message); this line says what sluiced does about it. */
 		if (papi && tb) {
-			wire_escape(tb, strlen(tb), esc, sizeof(esc));
-			log_error("hook import failed api=%s worker=%d "
-				  "error=\"%s\"",
-				  papi->name, w->pid, esc);
 			papi->error = wire_last_line(tb);
+			wire_escape(papi->error, strlen(papi->error), esc,
+				    sizeof(esc));
+			log_error("hook import failed, API answers 503 api=%s "
+				  "worker=%d error=\"%s\"",
+				  papi->name, w->pid, esc);
 			dispatch_fail_queue(papi, POOL_UNAVAILABLE,
 					    papi->error);
 		}
@@ -643,6 +651,7 @@ static void on_ready(struct pool_worker *w, const msgpack_object *msg)
 	}
 	w->state = WORKER_READY;
 	w->idle_since_ms = pool_now_ms();
+	w->rss_kb = worker_rss_kb(w->pid);
 	log_info("worker ready pid=%d generation=%u startup_ms=%lld "
 		 "async_apis=%d import_errors=%u",
 		 w->pid, w->generation,
