@@ -157,7 +157,14 @@ static const struct error_case error_cases[] = {
      "2:7: apis: expected a list of APIs", NULL},
     {"api_not_mapping", L "apis:\n  - catalog\n",
      "3:5: apis: each entry must be a mapping", NULL},
-    {"user_not_string", L "user: [a]\n", "2:7: user: expected a string", NULL},
+    {"user_not_string", L "user: [a]\n",
+     "2:7: user: expected a non-empty string", NULL},
+    {"user_empty", L "user: \"\"\n", "2:7: user: expected a non-empty string",
+     NULL},
+    {"upstreams_null", L "apis:\n  - {name: a, listen_path: /, upstreams: }\n",
+     "3:42: upstreams: the list is empty", NULL},
+    {"python_path_empty_item", L "python: {path: [\"\"]}\n",
+     "2:17: expected a directory path", NULL},
     {"path_list_of_ints", L "python: {path: [[1]]}\n",
      "2:17: expected a directory path", NULL},
     {"config_not_mapping",
@@ -498,6 +505,17 @@ static void test_missing_file_is_cannot_open(void **state)
 	assert_string_equal(err, want);
 }
 
+static void test_directory_is_cannot_open(void **state)
+{
+	char err[RULES_ERR_MAX], want[PATH_MAX + 64];
+
+	(void)state;
+	assert_null(rules_load(tmp_dir, err, sizeof(err)));
+	snprintf(want, sizeof(want), "%s: cannot open: Is a directory",
+		 tmp_dir);
+	assert_string_equal(err, want);
+}
+
 static void test_long_message_is_truncated_not_overrun(void **state)
 {
 	char err[24];
@@ -708,8 +726,9 @@ static void test_full_file_middleware(void **state)
 
 static void test_defaults_of_a_minimal_file(void **state)
 {
-	struct rules *r = load_ok(L "apis:\n  - name: a\n    listen_path: /\n"
-				    "    " UP "\n    middleware:\n");
+	struct rules *r =
+	    load_ok(L "apis:\n  - name: a\n    listen_path: /\n"
+		      "    " UP "\n    hosts:\n    middleware:\n");
 	const struct rules_middleware *mw = r->apis[0].middleware;
 
 	(void)state;
@@ -939,6 +958,7 @@ int main(void)
 {
 	static const struct CMUnitTest fixed[] = {
 	    cmocka_unit_test(test_missing_file_is_cannot_open),
+	    cmocka_unit_test(test_directory_is_cannot_open),
 	    cmocka_unit_test(test_long_message_is_truncated_not_overrun),
 	    cmocka_unit_test(test_full_file_top_level),
 	    cmocka_unit_test(test_full_file_apis),

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -168,6 +169,7 @@ static bool is_null(const yaml_node_t *node)
 static bool is_string(const yaml_node_t *node)
 {
 	return node->type == YAML_SCALAR_NODE && !is_null(node) &&
+	       node->data.scalar.length > 0 &&
 	       strlen(scalar(node)) == node->data.scalar.length;
 }
 
@@ -304,7 +306,8 @@ static int key_string(struct parser *p, const struct key *k, yaml_node_t *node,
 	char **dst = (char **)((char *)base + k->offset);
 
 	if (!is_string(node))
-		return fail(p, node, "%s: expected a string", k->name);
+		return fail(p, node, "%s: expected a non-empty string",
+			    k->name);
 	free(*dst);
 	*dst = strdup(scalar(node));
 	return *dst ? 0 : fail_nomem(p, node);
@@ -481,6 +484,8 @@ static int key_list(struct parser *p, const struct key *k, yaml_node_t *node,
 	size_t *count = (size_t *)((char *)base + k->count);
 	const struct list_kind *kind = k->extra;
 
+	if (is_null(node))
+		return 0;
 	if (node->type != YAML_SEQUENCE_NODE)
 		return fail(p, node, "%s: expected a list of %s", k->name,
 			    kind->noun);
@@ -492,7 +497,7 @@ static int key_list(struct parser *p, const struct key *k, yaml_node_t *node,
 static int elem_string(struct parser *p, yaml_node_t *node, void *elem)
 {
 	if (!is_string(node))
-		return fail(p, node, "expected a string");
+		return fail(p, node, "expected a non-empty string");
 	*(char **)elem = strdup(scalar(node));
 	return *(char **)elem ? 0 : fail_nomem(p, node);
 }
@@ -1407,7 +1412,7 @@ static int key_api_name(struct parser *p, const struct key *k,
 	const char *name;
 
 	(void)k;
-	if (!is_string(node))
+	if (node->type != YAML_SCALAR_NODE || is_null(node))
 		return fail(p, node, "name: expected a string");
 	name = scalar(node);
 	if (strlen(name) >= RULES_NAME_MAX)
@@ -1445,9 +1450,9 @@ static int key_upstream(struct parser *p, const struct key *k,
 	if (api->upstreams)
 		return fail(p, node, "use upstream or upstreams, not both");
 	if (k->extra) {
-		if (node->type == YAML_SEQUENCE_NODE &&
-		    node->data.sequence.items.top ==
-			node->data.sequence.items.start)
+		if (is_null(node) || (node->type == YAML_SEQUENCE_NODE &&
+				      node->data.sequence.items.top ==
+					  node->data.sequence.items.start))
 			return fail(p, node, "upstreams: the list is empty");
 		return key_list(p, k, node, base);
 	}
@@ -1988,10 +1993,16 @@ struct rules *rules_load(const char *file, char *err, size_t err_len)
 	struct parser p = {
 	    .file = file, .err = err, .err_len = err_len, .doc = &doc};
 	char *dir = NULL;
+	struct stat st;
 	FILE *f;
 	int rc = -ENOMEM;
 
 	f = fopen(file, "r");
+	if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(f);
+		f = NULL;
+		errno = EISDIR;
+	}
 	if (!f) {
 		snprintf(err, err_len, "%s: cannot open: %s", file,
 			 strerror(errno));
