@@ -300,6 +300,7 @@ int main(int argc, char **argv)
 			break;
 		case 'u':
 			user = optarg;
+			rules.user = optarg;
 			break;
 		case 'v':
 			log_threshold = LOG_DEBUG;

@@ -41,6 +41,14 @@ int sbpf_pair_add(struct sbpf *bpf, int fd_a, int fd_b, int api_index);
 /* Remove both sockets from sluice_pairs (either may already be gone). */
 void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b);
 
+/* Backpressure for a spliced pair: take both sockets out of sluice_pairs
+ * only. The verdict stops seeing what they receive (it stays in their own
+ * receive queues, under TCP flow control again), while both stay redirect
+ * targets with their peers entries: bytes already redirected still reach
+ * them and sbpf_pair_bytes() keeps its final count. sbpf_pair_remove()
+ * later takes them out of everything. Returns 0 or -errno. */
+int sbpf_pair_pause(struct sbpf *bpf, int fd_a, int fd_b);
+
 /* Bytes the verdict has redirected out of FD since it was added (the
  * per-socket count the relay compares with the peer's acked bytes). */
 int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes);

@@ -18,9 +18,10 @@ struct xdp_program;
 struct sbpf_iface {
 	char name[IF_NAMESIZE];
 	int ifindex;
-	int mode; /* enum xdp_attach_mode */
-	bool attached;
-	bool legacy; /* alone on the interface, no libxdp dispatcher */
+	int mode;      /* enum xdp_attach_mode */
+	bool attached; /* by libxdp (dispatcher or netlink) */
+	bool legacy;   /* alone on the interface, no libxdp dispatcher */
+	int link_fd;   /* when alone: held as a bpf_link, else -1 */
 };
 
 struct sbpf {
@@ -33,6 +34,7 @@ struct sbpf {
 
 	struct sluice_edge *edge;
 	struct xdp_program *xdp;
+	bool xdp_alone; /* libxdp fell back: sluice_edge alone, as a link */
 	struct sbpf_iface *ifaces;
 	size_t iface_count;
 
@@ -55,6 +57,7 @@ int sbpf_pin_lock(struct sbpf *bpf, char *err, size_t err_len);
 int sbpf_pins_remove_stale(struct sbpf *bpf);
 int sbpf_pins_create(struct sbpf *bpf, char *err, size_t err_len);
 void sbpf_pins_remove(struct sbpf *bpf);
+int sbpf_pins_give_to(struct sbpf *bpf, const char *user);
 
 /* The XDP edge (xdp.c). */
 void sbpf_xdp_detach_stale(struct sbpf *bpf, const struct rules *rules);

@@ -32,13 +32,19 @@ static void format_line(char *line, size_t len, const char *fmt, va_list ap)
 		line[--n] = '\0';
 }
 
-static void route(const char *lib, bool warn, const char *line)
+/* Most messages already name their library ("libbpf: ..."). */
+static const char *unprefixed(const char *lib, const char *line)
 {
 	size_t lib_len = strlen(lib);
 
-	/* Most messages already name their library ("libbpf: ..."). */
 	if (strncmp(line, lib, lib_len) == 0 && line[lib_len] == ':')
 		line += lib_len + 1 + (line[lib_len + 1] == ' ');
+	return line;
+}
+
+static void route(const char *lib, bool warn, const char *line)
+{
+	line = unprefixed(lib, line);
 	if (warn) {
 		pthread_mutex_lock(&log_lock);
 		warn = !capturing;
@@ -82,7 +88,7 @@ static int libxdp_print(enum libxdp_print_level level, const char *fmt,
 	char line[512];
 
 	format_line(line, sizeof(line), fmt, ap);
-	note_dispatcher(line);
+	note_dispatcher(unprefixed("libxdp", line));
 	route("libxdp", level == LIBXDP_WARN, line);
 	return 0;
 }

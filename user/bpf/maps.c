@@ -225,6 +225,25 @@ void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b)
 	}
 }
 
+int sbpf_pair_pause(struct sbpf *bpf, int fd_a, int fd_b)
+{
+	int pairs, fds[2] = {fd_a, fd_b};
+	__u64 cookie;
+	int ret;
+
+	if (!bpf)
+		return -ENOTCONN;
+	pairs = bpf_map__fd(bpf->splice->maps.sluice_pairs);
+	for (int i = 0; i < 2; i++) {
+		ret = socket_cookie(fds[i], &cookie);
+		if (ret)
+			return ret;
+		if (bpf_map_delete_elem(pairs, &cookie) && errno != ENOENT)
+			return -errno;
+	}
+	return 0;
+}
+
 int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes)
 {
 	struct sluice_peer peer;

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <linux/magic.h>
 #include <stdio.h>
 #include <string.h>
@@ -116,40 +117,41 @@ int sbpf_pin_lock(struct sbpf *bpf, char *err, size_t err_len)
 	return 0;
 }
 
-static int pin_path(const struct sbpf *bpf, const char *name, char *path,
-		    size_t len)
-{
-	int n = snprintf(path, len, "%s/%s", bpf->pin_dir, name);
-
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
-}
-
 /* Unlink every sluice_* entry of pin_dir. Removing a pinned link or program
  * releases it once no process holds it, which detaches the splice verdict
- * of a killed run; XDP attachments are handled by sbpf_xdp_detach_stale(),
- * which must run first because it finds the old program through its pin. */
+ * and the XDP link of a killed run; XDP attached by libxdp is handled by
+ * sbpf_xdp_detach_stale(), which must run first because it finds the old
+ * program through its pin.
+ *
+ * Works relative to the descriptor taken at start: after sluiced drops to
+ * its `user:` it cannot walk /sys/fs/bpf (mode 0700) any more, but it owns
+ * pin_dir itself (see sbpf_pins_give_to). */
 static int remove_sluice_pins(struct sbpf *bpf, bool stale)
 {
-	char path[PATH_MAX];
 	struct dirent *de;
 	int removed = 0;
 	DIR *dir;
+	int fd;
 
-	dir = opendir(bpf->pin_dir);
-	if (!dir)
+	fd = openat(bpf->lock_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return -errno;
+	}
 	while ((de = readdir(dir))) {
 		if (strncmp(de->d_name, "sluice_", 7) != 0)
 			continue;
-		if (pin_path(bpf, de->d_name, path, sizeof(path)))
-			continue;
-		if (unlink(path)) {
-			log_warn("bpf: cannot remove pin path=%s err=%s", path,
-				 strerror(errno));
+		if (unlinkat(bpf->lock_fd, de->d_name, 0)) {
+			log_warn("bpf: cannot remove pin dir=%s name=%s err=%s",
+				 bpf->pin_dir, de->d_name, strerror(errno));
 			continue;
 		}
 		if (stale)
-			log_debug("bpf: removed stale pin path=%s", path);
+			log_debug("bpf: removed stale pin dir=%s name=%s",
+				  bpf->pin_dir, de->d_name);
 		removed++;
 	}
 	closedir(dir);
@@ -176,10 +178,12 @@ static int pin_fd(struct sbpf *bpf, int fd, const char *name, char *err,
 		  size_t err_len)
 {
 	char path[PATH_MAX];
-	int ret;
+	int ret = 0, n;
 
-	ret = pin_path(bpf, name, path, sizeof(path));
-	if (!ret && bpf_obj_pin(fd, path))
+	n = snprintf(path, sizeof(path), "%s/%s", bpf->pin_dir, name);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		ret = -ENAMETOOLONG;
+	else if (bpf_obj_pin(fd, path))
 		ret = -errno;
 	if (ret)
 		snprintf(err, err_len, "cannot pin %s in %s (%s)", name,
@@ -213,8 +217,32 @@ int sbpf_pins_create(struct sbpf *bpf, char *err, size_t err_len)
 				return ret;
 		}
 	}
+	for (size_t i = 0; i < bpf->iface_count; i++) {
+		char name[64];
+
+		if (bpf->ifaces[i].link_fd < 0)
+			continue;
+		snprintf(name, sizeof(name), "sluice_edge_link_%s",
+			 bpf->ifaces[i].name);
+		ret = pin_fd(bpf, bpf->ifaces[i].link_fd, name, err, err_len);
+		if (ret)
+			return ret;
+	}
 	if (bpf->verdict_link_fd >= 0)
 		return pin_fd(bpf, bpf->verdict_link_fd, "sluice_splice_link",
 			      err, err_len);
+	return 0;
+}
+
+/* sluiced will drop to USER: let it remove its pins on stop. The pins stay
+ * root's; only the directory (its entries) changes hands. */
+int sbpf_pins_give_to(struct sbpf *bpf, const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (!pw)
+		return 0; /* privs_drop() reports a missing user */
+	if (fchown(bpf->lock_fd, pw->pw_uid, pw->pw_gid))
+		return -errno;
 	return 0;
 }

@@ -194,6 +194,11 @@ static int sbpf_setup(struct sbpf *bpf, const struct rules *rules, char *err,
 		ret = fill_maps(bpf, rules, err, err_len);
 	if (!ret)
 		ret = sbpf_pins_create(bpf, err, err_len);
+	if (!ret && rules->user && sbpf_pins_give_to(bpf, rules->user))
+		log_warn("bpf: cannot hand pin_dir=%s to user=%s; its pins "
+			 "will be replaced at the next start instead of "
+			 "removed at stop",
+			 bpf->pin_dir, rules->user);
 	return ret;
 }
 

@@ -4,11 +4,17 @@
  * kernel allows it, so sluice shares an interface with other XDP programs.
  * Kernels that refuse the dispatcher's freplace programs get sluice_edge
  * attached alone ("legacy" in libxdp's words): then no other XDP program can
- * join it on that interface, which is logged once per interface.
+ * join it on that interface, which is logged.
+ *
+ * When alone, sluice swaps libxdp's netlink attachment for a bpf_link
+ * (pinned as sluice_edge_link_IFACE). Closing a link needs no privilege, so
+ * a sluiced that has dropped to its `user:` still detaches on stop; and
+ * removing a dead run's pin detaches its program.
  */
 #include "bpf/sys_bpf.h"
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <linux/if_link.h>
 #include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,10 +81,13 @@ static void detach_stale_on(int ifindex, const char *ifname, __u32 stale_id,
 	if (xdp_multiprog__is_legacy(mp)) {
 		prog = xdp_multiprog__main_prog(mp);
 		if (prog && is_stale(prog, stale_id, configured)) {
+			/* Fails for a link-held program: its pin's removal
+			 * detaches it. */
 			err = xdp_multiprog__detach(mp);
-			log_info("bpf: detached stale XDP program iface=%s "
-				 "id=%u err=%d",
-				 ifname, xdp_program__id(prog), err);
+			if (!err)
+				log_info("bpf: detached stale XDP program "
+					 "iface=%s id=%u",
+					 ifname, xdp_program__id(prog));
 		}
 		goto out;
 	}
@@ -141,27 +150,86 @@ static void attach_error(const struct sbpf_iface *iface, int ret, char *err,
 			 mode_name(iface->mode), strerror(-ret));
 }
 
-static void report_mode(struct sbpf_iface *iface)
+static bool attached_alone(const struct sbpf_iface *iface)
 {
 	struct xdp_multiprog *mp;
-	char reason[256];
+	bool legacy = false;
 
 	mp = xdp_multiprog__get_from_ifindex(iface->ifindex);
 	if (!libxdp_get_error(mp) && mp) {
-		iface->legacy = xdp_multiprog__is_legacy(mp);
+		legacy = xdp_multiprog__is_legacy(mp);
 		xdp_multiprog__close(mp);
 	}
+	return legacy;
+}
+
+static void report_alone(const struct sbpf_iface *iface)
+{
+	char reason[256];
+
+	if (!sbpf_log_dispatcher_refused(reason, sizeof(reason)) || !reason[0])
+		snprintf(reason, sizeof(reason), "libxdp attached it alone");
+	log_warn("bpf: libxdp's multi-program dispatcher is unavailable on "
+		 "this kernel (it refuses freplace programs), so sluice_edge "
+		 "is attached alone and no other XDP program can share "
+		 "iface=%s mode=%s reason=\"%s\"",
+		 iface->name, mode_name(iface->mode), reason);
+}
+
+static int link_attach(struct sbpf *bpf, struct sbpf_iface *iface)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, opts);
+
+	opts.flags = iface->mode == XDP_MODE_SKB ? XDP_FLAGS_SKB_MODE
+						 : XDP_FLAGS_DRV_MODE;
+	iface->link_fd = bpf_link_create(xdp_program__fd(bpf->xdp),
+					 iface->ifindex, BPF_XDP, &opts);
+	return iface->link_fd < 0 ? -errno : 0;
+}
+
+/* libxdp attached sluice_edge alone: hold it by a link instead. Kernels
+ * without XDP links (before 5.9) keep libxdp's attachment. */
+static int swap_for_link(struct sbpf *bpf, struct sbpf_iface *iface)
+{
+	int ret;
+
+	ret = xdp_program__detach(bpf->xdp, iface->ifindex, iface->mode, 0);
+	if (ret)
+		return 0;
+	iface->attached = false;
+	ret = link_attach(bpf, iface);
+	if (!ret)
+		return 0;
+	log_debug("bpf: no XDP link iface=%s err=%s", iface->name,
+		  strerror(-ret));
+	ret = xdp_program__attach(bpf->xdp, iface->ifindex, iface->mode, 0);
+	iface->attached = ret == 0;
+	return ret;
+}
+
+static int attach_one(struct sbpf *bpf, struct sbpf_iface *iface)
+{
+	int ret;
+
+	/* Once libxdp has fallen back on one interface it will on all. */
+	if (bpf->xdp_alone) {
+		ret = link_attach(bpf, iface);
+		if (ret != -EINVAL && ret != -EOPNOTSUPP)
+			return ret;
+	}
+	ret = xdp_program__attach(bpf->xdp, iface->ifindex, iface->mode, 0);
+	if (ret)
+		return ret;
+	iface->attached = true;
+	iface->legacy = attached_alone(iface);
 	if (!iface->legacy) {
 		log_info("bpf: XDP attached iface=%s mode=%s dispatcher=libxdp",
 			 iface->name, mode_name(iface->mode));
-		return;
+		return 0;
 	}
-	if (!sbpf_log_dispatcher_refused(reason, sizeof(reason)))
-		snprintf(reason, sizeof(reason), "unknown");
-	log_warn("bpf: libxdp's multi-program dispatcher is unavailable on "
-		 "this kernel, so sluice_edge is attached alone and no other "
-		 "XDP program can share iface=%s mode=%s reason=\"%s\"",
-		 iface->name, mode_name(iface->mode), reason);
+	report_alone(iface);
+	bpf->xdp_alone = true;
+	return swap_for_link(bpf, iface);
 }
 
 static int resolve_ifaces(struct sbpf *bpf, const struct rules *rules,
@@ -181,6 +249,7 @@ static int resolve_ifaces(struct sbpf *bpf, const struct rules *rules,
 		snprintf(iface->name, sizeof(iface->name), "%s",
 			 rules->bpf.xdp_interfaces[i]);
 		iface->mode = mode;
+		iface->link_fd = -1;
 		iface->ifindex = if_nametoindex(iface->name);
 		if (!iface->ifindex) {
 			snprintf(err, err_len,
@@ -222,14 +291,16 @@ int sbpf_xdp_attach(struct sbpf *bpf, const struct rules *rules, char *err,
 	for (size_t i = 0; i < bpf->iface_count; i++) {
 		struct sbpf_iface *iface = &bpf->ifaces[i];
 
-		ret = xdp_program__attach(bpf->xdp, iface->ifindex, iface->mode,
-					  0);
+		ret = attach_one(bpf, iface);
 		if (ret) {
 			attach_error(iface, ret, err, err_len);
 			return ret;
 		}
-		iface->attached = true;
-		report_mode(iface);
+		if (iface->link_fd >= 0)
+			log_info("bpf: XDP attached iface=%s mode=%s "
+				 "dispatcher=none link=sluice_edge_link_%s",
+				 iface->name, mode_name(iface->mode),
+				 iface->name);
 	}
 	return 0;
 }
@@ -241,13 +312,20 @@ void sbpf_xdp_detach(struct sbpf *bpf)
 	for (size_t i = 0; i < bpf->iface_count; i++) {
 		struct sbpf_iface *iface = &bpf->ifaces[i];
 
+		if (iface->link_fd >= 0) {
+			close(iface->link_fd);
+			iface->link_fd = -1;
+			log_info("bpf: XDP detached iface=%s", iface->name);
+		}
 		if (!iface->attached)
 			continue;
 		ret = xdp_program__detach(bpf->xdp, iface->ifindex, iface->mode,
 					  0);
 		if (ret)
-			log_warn("bpf: cannot detach XDP iface=%s err=%s",
-				 iface->name, strerror(-ret));
+			log_warn("bpf: cannot detach XDP iface=%s err=%s; the "
+				 "next start replaces it, or run 'xdp-loader "
+				 "unload %s --all'",
+				 iface->name, strerror(-ret), iface->name);
 		else
 			log_info("bpf: XDP detached iface=%s", iface->name);
 		iface->attached = false;
