@@ -168,19 +168,39 @@ class Api:
         self.spec = {"APIID": self.name, "OrgID": entry.get("org_id") or "",
                      "config_data": entry.get("config_data") or "{}"}
         r = Resolver(entry)
-        req = [Hook(r.resolve(n), n, "request")
-               for n in entry.get("pre") or ()]
+        req = [_load_hook(r, n, "request") for n in entry.get("pre") or ()]
         if entry.get("auth_check"):
-            n = entry["auth_check"]
-            req.append(Hook(r.resolve(n), n, "request", ROLE_AUTH))
+            req.append(_load_hook(r, entry["auth_check"], "request",
+                                  ROLE_AUTH))
         for key in ("post_key_auth", "post"):
-            req += [Hook(r.resolve(n), n, "request")
-                    for n in entry.get(key) or ()]
+            req += [_load_hook(r, n, "request") for n in entry.get(key) or ()]
         self.request_chain = req
-        self.response_chain = [Hook(r.resolve(n), n, "response")
+        self.response_chain = [_load_hook(r, n, "response")
                                for n in entry.get("response") or ()]
         self.request_async = any(h.is_async for h in req)
         self.response_async = any(h.is_async for h in self.response_chain)
+
+
+def _load_hook(resolver, name, phase, role=ROLE_PLAIN):
+    try:
+        return Hook(resolver.resolve(name), name, phase, role)
+    except Exception as e:
+        e.sluice_hook = name
+        raise
+
+
+# Frames of the runtime itself and of the import machinery say nothing to
+# a hook's author; tracebacks leave them out.
+_INTERNAL_FILES = frozenset((__file__, importlib.__file__,
+                             "<frozen importlib._bootstrap>",
+                             "<frozen importlib._bootstrap_external>"))
+
+
+def format_error(exc):
+    te = traceback.TracebackException.from_exception(exc)
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if f.filename not in _INTERNAL_FILES])
+    return "".join(te.format())
 
 
 class Visit:
@@ -216,14 +236,15 @@ class Visit:
                 self._adopt(hook, r)
             if self.reply is not None:
                 return True
+        if self.response is None:
+            self.reply = self.request._override()
+            if self.reply is not None:
+                return True
         if hook.role == ROLE_AUTH:
             self.session.metadata.update(self.metadata)
             if not self.metadata.get("token"):
                 self.reply = Reply(403, _AUTH_DENIED)
                 return True
-        if self.response is None:
-            self.reply = self.request._override()
-            return self.reply is not None
         return False
 
     def _adopt(self, hook, r):
@@ -443,12 +464,12 @@ class Worker:
         try:
             self.apis[name] = Api(entry)
         except BaseException as e:
-            if isinstance(e, (SystemExit, KeyboardInterrupt)):
-                e = RuntimeError(f"importing the hooks raised "
-                                 f"{type(e).__name__}")
-            self.errors[name] = "".join(traceback.format_exception(e))
-            self.log("error", f"hooks of API {name} do not load:\n"
-                              f"{self.errors[name]}")
+            # SystemExit at import must not stop the worker either.
+            what = getattr(e, "sluice_hook", None)
+            what = f"hook {what}" if what else "its hooks"
+            self.errors[name] = (f"API {name}: cannot load {what}\n"
+                                 f"{format_error(e)}")
+            self.log("error", self.errors[name].rstrip())
         finally:
             self.out.flush()
             self.err.flush()
@@ -491,7 +512,7 @@ class Worker:
         if not self.ready:
             why = "the worker has not been initialised"
         elif name in self.errors:
-            why = f"its hooks do not load:\n{self.errors[name]}"
+            why = f"hooks do not load\n{self.errors[name]}"
         else:
             why = "the worker has no such API"
         return {"t": "result", "id": mid, "ok": False,
@@ -534,8 +555,8 @@ class Worker:
                 self.idle.set_result(None)
 
     def failure(self, mid):
-        tb = traceback.format_exc()
-        self.log("error", f"hook raised:\n{tb.rstrip()}")
+        tb = format_error(sys.exc_info()[1])
+        self.log("error", f"hook failed\n{tb.rstrip()}")
         return {"t": "result", "id": mid, "ok": False, "error": tb}
 
     def send_result(self, res):

@@ -1,8 +1,54 @@
 #include "worker/pymsg.h"
 
+#include <string.h>
+
 /* Messages are shallow (a call is four levels deep); the limit only stops a
  * broken peer or a self-referencing hook result from exhausting the stack. */
 #define PYMSG_DEPTH_MAX 32
+
+/* Short strings repeat from message to message: map keys, methods, header
+ * names, common values. A direct-mapped cache of them saves an allocation
+ * and a UTF-8 decode each, and hands dict lookups the same objects. */
+#define PYMSG_CACHE_SLOTS 512
+#define PYMSG_CACHE_LEN	  32
+
+struct pymsg_cached {
+	PyObject *str;
+	uint32_t len;
+	char bytes[PYMSG_CACHE_LEN];
+};
+
+static struct pymsg_cached pymsg_cache[PYMSG_CACHE_SLOTS];
+
+static uint32_t pymsg_hash(const char *p, uint32_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (uint32_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)p[i]) * 16777619u;
+	return h;
+}
+
+static PyObject *pymsg_str(const char *p, uint32_t len)
+{
+	struct pymsg_cached *c;
+	PyObject *str;
+
+	if (len > PYMSG_CACHE_LEN)
+		return PyUnicode_DecodeUTF8(p, len, "surrogateescape");
+	c = &pymsg_cache[pymsg_hash(p, len) & (PYMSG_CACHE_SLOTS - 1)];
+	if (c->str && c->len == len && memcmp(c->bytes, p, len) == 0) {
+		Py_INCREF(c->str);
+		return c->str;
+	}
+	str = PyUnicode_DecodeUTF8(p, len, "surrogateescape");
+	if (!str)
+		return NULL;
+	Py_XSETREF(c->str, Py_NewRef(str));
+	c->len = len;
+	memcpy(c->bytes, p, len);
+	return str;
+}
 
 static PyObject *pymsg_from_object(const msgpack_object *o, int depth);
 
@@ -65,8 +111,7 @@ static PyObject *pymsg_from_object(const msgpack_object *o, int depth)
 	case MSGPACK_OBJECT_FLOAT64:
 		return PyFloat_FromDouble(o->via.f64);
 	case MSGPACK_OBJECT_STR:
-		return PyUnicode_DecodeUTF8(o->via.str.ptr, o->via.str.size,
-					    "surrogateescape");
+		return pymsg_str(o->via.str.ptr, o->via.str.size);
 	case MSGPACK_OBJECT_BIN:
 		return PyBytes_FromStringAndSize(o->via.bin.ptr,
 						 o->via.bin.size);
