@@ -7,7 +7,7 @@
  * "FILE:LINE:COL: ..." pointing at that node and returns -EINVAL; the walk
  * stops at the first error. Checks that need the whole file (routes that
  * collide, listeners that clash, defaults taken from another section) run
- * after the walk, in rules_check_*().
+ * after the walk, in rules_check().
  *
  * Every allocation is attached to the struct at once, so a failed load frees
  * everything through the same rules_free() a last rules_unref() uses.
@@ -1480,6 +1480,7 @@ static const struct key api_keys[] = {
     KEY("middleware", key_middleware, 0),
     KEY_END,
 };
+/* Bits of `seen` for the entries above: name (0), upstream(s) (4, 5). */
 #define API_NAME      (1ULL << 0)
 #define API_UPSTREAMS (3ULL << 4)
 
