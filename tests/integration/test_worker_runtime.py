@@ -227,7 +227,8 @@ def test_idle_worker_rss(worker):
     time.sleep(0.1)
     rss = w.rss_kib()
     print(f"\nidle worker RSS: {rss / 1024:.1f} MiB")
-    assert rss < 15 * 1024
+    if os.environ.get("SLUICE_SANITIZE") != "1":  # ASan's shadow memory
+        assert rss < 15 * 1024
 
 
 def test_noop_hook_visit_cost(worker):

@@ -38,6 +38,15 @@ static const char *const worker_site_dirs[] = {
     "/usr/lib/" WORKER_PYVER "/dist-packages",
 };
 
+/* Under LeakSanitizer (make SANITIZE=1): CPython keeps some allocations
+ * until the process ends by design; only leaks outside it are reported. */
+__attribute__((used)) const char *__lsan_default_suppressions(void);
+
+const char *__lsan_default_suppressions(void)
+{
+	return "leak:libpython3\n";
+}
+
 static int worker_check_fd(void)
 {
 	int type = 0;
