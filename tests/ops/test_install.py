@@ -1,0 +1,170 @@
+"""`make install` into a temporary DESTDIR: the layout, the rules file that
+is never overwritten, the systemd unit (checked by systemd-analyze), and the
+installed sluiced serving traffic with the worker and the hooks package it
+finds relative to itself."""
+
+import os
+import re
+import stat
+import subprocess
+
+import pytest
+
+from opsutil import ROOT, Gateway, ops_rules, run
+
+PREFIX = "/usr/local"
+
+
+def make_install(destdir, prefix=PREFIX):
+    out = run(["make", "--no-print-directory", "-C", ROOT, "install",
+               "DESTDIR=%s" % destdir, "PREFIX=%s" % prefix], timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("destdir")
+    output = make_install(dest)
+    return str(dest), output
+
+
+def test_install_puts_every_file_in_place(installed):
+    dest, _ = installed
+    for path, mode in [
+        (PREFIX + "/sbin/sluiced", 0o755),
+        (PREFIX + "/libexec/sluice/sluice-worker", 0o755),
+        (PREFIX + "/bin/sluicectl", 0o755),
+        ("/etc/sluice/rules.yaml", 0o644),
+        ("/lib/systemd/system/sluiced.service", 0o644),
+        (PREFIX + "/share/sluice/hooks/gateway.py", 0o644),
+        (PREFIX + "/share/sluice/hooks/sluice/__init__.py", 0o644),
+        (PREFIX + "/share/sluice/hooks/tyk/decorators.py", 0o644),
+        (PREFIX + "/share/sluice/hooks/examples/noop.py", 0o644),
+    ]:
+        st = os.stat(dest + path)
+        assert stat.S_IMODE(st.st_mode) == mode, path
+
+
+def test_install_copies_no_bytecode_caches(installed):
+    dest, _ = installed
+    for dirpath, dirnames, filenames in os.walk(dest + PREFIX + "/share"):
+        assert "__pycache__" not in dirnames, dirpath
+        assert not [f for f in filenames if f.endswith(".pyc")], dirpath
+
+
+def test_unit_and_rules_name_the_install_prefix(installed):
+    dest, _ = installed
+    with open(dest + "/lib/systemd/system/sluiced.service") as f:
+        unit = f.read()
+    with open(dest + "/etc/sluice/rules.yaml") as f:
+        rules = f.read()
+    assert "@PREFIX@" not in unit and "@PREFIX@" not in rules
+    lines = set(unit.splitlines())
+    assert ("ExecStart=%s/sbin/sluiced -f -c /etc/sluice/rules.yaml"
+            % PREFIX) in lines
+    assert ("ExecStartPre=%s/sbin/sluiced -t -c /etc/sluice/rules.yaml"
+            % PREFIX) in lines
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in lines
+    assert "Restart=on-failure" in lines
+    assert "Type=simple" in lines
+    assert "KillSignal=SIGTERM" in lines
+    assert any(line.startswith("TimeoutStopSec=") for line in lines)
+    assert any(line.startswith("LimitNOFILE=") for line in lines)
+    # Starts as root (it loads BPF); the rules file names the user to drop to.
+    assert not any(line.startswith("User=") for line in lines)
+    assert re.search(r"^user: sluice\b", rules, re.M)
+
+
+def test_installed_unit_passes_systemd_analyze_verify(installed, tmp_path):
+    """systemd-analyze checks that the executables exist, so the copy it
+    reads points into the DESTDIR."""
+    dest, _ = installed
+    with open(dest + "/lib/systemd/system/sluiced.service") as f:
+        unit = f.read().replace("=%s/" % PREFIX, "=%s%s/" % (dest, PREFIX))
+    path = tmp_path / "sluiced.service"
+    path.write_text(unit)
+    out = run(["systemd-analyze", "verify", str(path)])
+    assert out.returncode == 0, out.stderr
+    # Unknown or malformed settings are only warnings: refuse them too.
+    complaints = [line for line in out.stderr.splitlines()
+                  if "sluiced.service" in line]
+    assert complaints == []
+
+
+def test_systemd_analyze_catches_a_broken_unit(installed, tmp_path):
+    """The check above can fail: a unit whose binary is missing does."""
+    dest, _ = installed
+    with open(dest + "/lib/systemd/system/sluiced.service") as f:
+        unit = f.read()
+    path = tmp_path / "sluiced.service"
+    path.write_text(unit.replace("=%s/" % PREFIX, "=/nonexistent%s/"
+                                 % PREFIX))
+    out = run(["systemd-analyze", "verify", str(path)])
+    assert out.returncode != 0
+    assert "/nonexistent" in out.stderr
+
+
+def test_install_never_overwrites_the_rules_file(tmp_path):
+    rules = tmp_path / "etc" / "sluice" / "rules.yaml"
+    rules.parent.mkdir(parents=True)
+    rules.write_text("# mine\n")
+    output = make_install(tmp_path)
+    assert rules.read_text() == "# mine\n"
+    assert "KEEP" in output and "not overwritten" in output
+
+
+def test_install_honours_prefix(tmp_path):
+    make_install(tmp_path, prefix="/opt/sluice")
+    assert os.access(tmp_path / "opt/sluice/sbin/sluiced", os.X_OK)
+    assert os.access(tmp_path / "opt/sluice/libexec/sluice/sluice-worker",
+                     os.X_OK)
+    unit = (tmp_path / "lib/systemd/system/sluiced.service").read_text()
+    assert "ExecStart=/opt/sluice/sbin/sluiced -f" in unit
+
+
+def test_install_into_destdir_creates_no_user(tmp_path):
+    """The `sluice` user is made only by a real install (empty DESTDIR)."""
+    had_user = run(["id", "-u", "sluice"]).returncode == 0
+    make_install(tmp_path)
+    if not had_user:
+        assert run(["id", "-u", "sluice"]).returncode != 0
+
+
+def test_installed_example_rules_pass_the_check(installed):
+    dest, _ = installed
+    out = run([dest + PREFIX + "/sbin/sluiced", "-t", "-c",
+               dest + "/etc/sluice/rules.yaml"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ok" in out.stdout
+
+
+def worker_pids(sluiced_pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(sluiced_pid)],
+                         capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_installed_sluiced_runs_from_the_destdir(installed, upstream,
+                                                 tmp_path):
+    """The installed sluiced finds sluice-worker in ../libexec/sluice and
+    the hooks package in ../share/sluice/hooks: both from the DESTDIR, not
+    from the source tree."""
+    dest, _ = installed
+    share = dest + PREFIX + "/share/sluice/hooks"
+    gw = Gateway(dest + PREFIX + "/sbin/sluiced",
+                 ops_rules(upstream, share + "/examples"), tmp_path)
+    try:
+        gw.wait_workers()
+        assert gw.get("/plain/x")[0] == 200
+        assert gw.get("/hooked/x")[0] == 200
+
+        pids = worker_pids(gw.proc.pid)
+        assert pids, gw.log()
+        exe = os.readlink("/proc/%d/exe" % pids[0])
+        assert exe == dest + PREFIX + "/libexec/sluice/sluice-worker"
+        with open("/proc/%d/cmdline" % pids[0], "rb") as f:
+            argv = f.read().decode().split("\0")
+        assert os.path.realpath(share) in argv
+    finally:
+        gw.stop()
