@@ -100,8 +100,8 @@ class Resolver:
         self.api = entry["name"]
         self.bundle = []
         if entry.get("bundle_dir"):
-            self.bundle = _load_bundle(self.api, entry["bundle_dir"],
-                                       entry.get("modules") or [])
+            names = entry.get("bundle_modules") or entry.get("modules") or []
+            self.bundle = _load_bundle(self.api, entry["bundle_dir"], names)
 
     def resolve(self, name):
         if "." not in name and self.bundle:
@@ -129,21 +129,25 @@ class Resolver:
         raise AttributeError(f"no hook {name} in the bundle ({files})")
 
 
-def _load_bundle(api, bundle_dir, files):
-    """Import a Tyk bundle's Python files. Each gets a name of its own (two
-    bundles often both ship middleware.py); the bundle directory goes on
-    sys.path so its files can import one another."""
+def _load_bundle(api, bundle_dir, names):
+    """Import a Tyk bundle's Python modules (names as "middleware" or
+    "pkg.mod", or file names as "middleware.py"). Each gets a name of its
+    own, since two bundles often both ship middleware.py; the bundle
+    directory goes on sys.path so its files can import one another."""
     import importlib.util
     bundle_dir = os.path.abspath(bundle_dir)
     if bundle_dir not in sys.path:
         sys.path.insert(1, bundle_dir)
     mods = []
-    for f in files:
-        stem = f[:-3] if f.endswith(".py") else f
-        if "." in os.path.basename(stem):
-            continue  # manifest.json, data files
-        path = os.path.join(bundle_dir, stem + ".py")
-        uniq = f"_sluice_bundle_{api}_{stem}".replace("-", "_")
+    for name in names:
+        rel = name[:-3] if name.endswith(".py") else name.replace(".", "/")
+        path = os.path.join(bundle_dir, rel + ".py")
+        if not name.endswith(".py") and not os.path.exists(path) \
+                and os.path.exists(os.path.join(bundle_dir, name)):
+            continue  # a data file from file_list: manifest.json, ...
+        uniq = "_sluice_bundle_" + "_".join(
+            "".join(c if c.isalnum() else "_" for c in part)
+            for part in (api, rel))
         spec = importlib.util.spec_from_file_location(uniq, path)
         if spec is None:
             raise ImportError(f"cannot load {path}")
@@ -179,6 +183,9 @@ class Api:
                                for n in entry.get("response") or ()]
         self.request_async = any(h.is_async for h in req)
         self.response_async = any(h.is_async for h in self.response_chain)
+        hooks = req + self.response_chain
+        # sluiced may send this API's calls to a worker several at a time.
+        self.all_async = bool(hooks) and all(h.is_async for h in hooks)
 
 
 def _load_hook(resolver, name, phase, role=ROLE_PLAIN):
@@ -456,7 +463,9 @@ class Worker:
                for a in self.apis.values()):
             self.start_loop(int(msg.get("concurrency") or 64))
         self.ready = True
-        self.send({"t": "ready", "pid": os.getpid(), "errors": self.errors})
+        self.send({"t": "ready", "pid": os.getpid(), "errors": self.errors,
+                   "async_apis": [a.name for a in self.apis.values()
+                                  if a.all_async]})
 
     def load_api(self, entry):
         name = entry.get("name") or "?"
@@ -580,7 +589,9 @@ class Worker:
                 self.eof = True
                 break
             self.dispatch(msg)
-            if self.pending and not self.eof:
+            # The loop may end just as it read a new async call (the last
+            # task finished in the same round): run until none is left.
+            while self.pending and not self.eof:
                 self.run_loop()
         self.stop_tasks()
 

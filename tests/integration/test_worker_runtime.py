@@ -118,6 +118,11 @@ async def fails(request, session, spec):
 async def replies(request, session, spec):
     return sluice.reply(204)
 
+async def tail(request, session, spec):
+    await asyncio.sleep(0.1)
+    import time
+    time.sleep(0.3)  # blocks the loop: the next call arrives meanwhile
+
 async def with_kv(request, session, spec):
     await asyncio.sleep(0.05)
     v = sluice.get_data("k")
@@ -172,6 +177,26 @@ def test_sync_calls_are_served_while_async_calls_wait(worker):
     assert res["id"] == slow and res["ok"]
     # Back in blocking mode, sync calls still work.
     assert w.call("s", req(headers=[]))["ok"]
+
+
+def test_ready_names_the_apis_whose_hooks_are_all_async(worker):
+    w = worker([api("a", pre=["am.nap", "am.fails"]),
+                api("mixed", pre=["am.nap", "am.sync"]),
+                api("s", pre=["am.sync"]), api("none")],
+               modules={"am": ASYNC})
+    assert w.ready["async_apis"] == ["a"]
+
+
+def test_call_read_as_the_last_task_ends_still_runs(worker):
+    """The event loop stops when its last task ends; a call read in that
+    same round must not be left behind."""
+    w = worker([api("t", pre=["am.tail"]), api("a", pre=["am.nap"])],
+               modules={"am": ASYNC})
+    first = w.submit("t")
+    time.sleep(0.2)  # tail() is now blocking its last step
+    second = w.submit("a", req(headers=[["X-Sleep", "0"], ["X-N", "2"]]))
+    got = sorted(w.recv(timeout=3)["id"] for _ in range(2))
+    assert got == [first, second]
 
 
 def test_async_hook_can_use_the_store(worker):

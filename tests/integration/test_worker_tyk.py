@@ -152,9 +152,9 @@ def test_tyk_bundle_loads_as_is(worker, tmp_path):
     w = worker([api("b", pre=["MyPre"], auth_check="MyAuth",
                     response=["MyResponse"],
                     bundle_dir=str(tmp_path / "bundle"),
-                    modules=MANIFEST["file_list"]),
+                    bundle_modules=["middleware", "helpers"]),
                 api("o", pre=["MyPre"], bundle_dir=str(tmp_path / "other"),
-                    modules=["middleware.py"])],
+                    bundle_modules=["middleware"])],
                files=files)
     assert w.ready["errors"] == {}
     res = w.call("b", req(headers=[]))
@@ -166,9 +166,30 @@ def test_tyk_bundle_loads_as_is(worker, tmp_path):
     assert res["resp"] == {"headers": [["X-Bundle", "from-bundle"]]}
 
 
+def test_bundle_modules_as_file_names_and_subpackages(worker, tmp_path):
+    mw = """
+    from lib.extra import VALUE
+
+    def Tag(request, session, spec):
+        request.add_header("X-Extra", VALUE)
+        return request, session
+    """
+    files = {"b/manifest.json": "{}", "b/middleware.py": mw,
+             "b/lib/__init__.py": "", "b/lib/extra.py": "VALUE = 'sub'\n"}
+    w = worker([api("x", pre=["Tag"], bundle_dir=str(tmp_path / "b"),
+                    bundle_modules=["middleware.py", "manifest.json"]),
+                api("y", pre=["Tag"], bundle_dir=str(tmp_path / "b"),
+                    bundle_modules=["lib.extra", "middleware"])],
+               files=files)
+    assert w.ready["errors"] == {}
+    for name in ("x", "y"):
+        res = w.call(name, req(headers=[]))
+        assert res["req"]["headers"] == [["X-Extra", "sub"]]
+
+
 def test_bundle_with_unknown_hook_is_an_import_error(worker, tmp_path):
     w = worker([api("b", pre=["Nope"], bundle_dir=str(tmp_path / "bundle"),
-                    modules=["middleware.py"])],
+                    bundle_modules=["middleware"])],
                files={"bundle/middleware.py": BUNDLE_MW,
                       "bundle/helpers.py": "def tag():\n    return 't'\n"})
     assert "no hook Nope in the bundle" in w.ready["errors"]["b"]
