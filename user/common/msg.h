@@ -62,6 +62,11 @@
  *       phase) or "resp" (response phase) carries only what changed; a
  *       present "headers" replaces the whole header list, "path" already
  *       includes query changes. Absent keys mean unchanged.
+ *       sluice-worker sends only the keys that carry something: "error"
+ *       only when ok=false, no "reply"/"req"/"resp" for a call that changed
+ *       nothing ({"t":"result","id":N,"ok":true}). A reply made in the
+ *       response phase (sluice.reply from a response hook) arrives as a
+ *       complete "resp" {status, headers, body}.
  *   {"t":"log", "level":"error"|"warn"|"info"|"debug", "api":str|nil,
  *    "msg":str}
  *       A line from a hook's logging/print/TykGateway.log; sluiced logs it
