@@ -49,8 +49,10 @@ static int spawn_attrs(posix_spawnattr_t *attr)
 	posix_spawnattr_init(attr);
 	posix_spawnattr_setsigmask(attr, &none);
 	posix_spawnattr_setsigdefault(attr, &dflt);
-	/* Its own process group: a terminal's ^C reaches sluiced, which
-	 * decides what happens to the workers. */
+	/* A process group of its own: a signal to sluiced's group (a
+	 * terminal, timeout(1)) must not kill the workers while sluiced
+	 * drains its hooked requests. The worker still dies with sluiced: it
+	 * sets PR_SET_PDEATHSIG and exits at end of file on its socket. */
 	posix_spawnattr_setpgroup(attr, 0);
 	return posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK |
 						  POSIX_SPAWN_SETSIGDEF |
