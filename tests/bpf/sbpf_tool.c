@@ -208,8 +208,13 @@ static const struct rules *config(bool reread, char *err, size_t err_len)
 {
 	struct rules *fresh;
 
-	if (!rules_file)
-		return reread && read_deny() ? NULL : &rules;
+	if (!rules_file) {
+		int ret = reread ? read_deny() : 0;
+
+		snprintf(err, err_len, "cannot read %s: %s", deny_file,
+			 strerror(-ret));
+		return ret ? NULL : &rules;
+	}
 	if (!loaded || reread) {
 		fresh = rules_load(rules_file, err, err_len);
 		if (!fresh)

@@ -56,19 +56,50 @@ static __u32 stale_prog_id(const struct sbpf *bpf)
 	return info.id;
 }
 
-static bool is_stale(const struct xdp_program *prog, __u32 stale_id,
-		     bool configured)
+/* The program XDP runs on IFINDEX (a dispatcher or a lone program), 0 when
+ * there is none. Asked of the kernel directly: libxdp 1.3's
+ * xdp_multiprog__get_from_ifindex() keeps a descriptor of the program it
+ * looked at open for good, which would keep a replaced program alive. */
+static __u32 attached_prog(int ifindex, int *mode)
 {
-	if (stale_id && xdp_program__id(prog) == stale_id)
-		return true;
-	return configured &&
-	       strcmp(xdp_program__name(prog), EDGE_PROG_NAME) == 0;
+	LIBBPF_OPTS(bpf_xdp_query_opts, opts);
+
+	if (bpf_xdp_query(ifindex, 0, &opts))
+		return 0;
+	if (opts.drv_prog_id) {
+		*mode = XDP_MODE_NATIVE;
+		return opts.drv_prog_id;
+	}
+	*mode = XDP_MODE_SKB;
+	return opts.skb_prog_id;
 }
 
-/* Take a killed run's sluice_edge off IFINDEX: the one it pinned wherever it
- * is attached, and any program named sluice_edge on our own interfaces. */
-static void detach_stale_on(int ifindex, const char *ifname, __u32 stale_id,
-			    bool configured)
+static void prog_name(__u32 id, char *name, size_t len)
+{
+	struct bpf_prog_info info = {};
+	__u32 info_len = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(id);
+
+	name[0] = '\0';
+	if (fd < 0)
+		return;
+	if (bpf_obj_get_info_by_fd(fd, &info, &info_len) == 0)
+		snprintf(name, len, "%s", info.name);
+	close(fd);
+}
+
+static bool is_stale(__u32 id, const char *name, __u32 stale_id,
+		     bool configured)
+{
+	if (stale_id && id == stale_id)
+		return true;
+	return configured && strcmp(name, EDGE_PROG_NAME) == 0;
+}
+
+/* Behind libxdp's dispatcher: ask libxdp to take the stale component
+ * out, leaving any other program in place. */
+static void detach_stale_component(int ifindex, const char *ifname,
+				   __u32 stale_id, bool configured)
 {
 	struct xdp_program *prog = NULL;
 	struct xdp_multiprog *mp;
@@ -77,31 +108,52 @@ static void detach_stale_on(int ifindex, const char *ifname, __u32 stale_id,
 	mp = xdp_multiprog__get_from_ifindex(ifindex);
 	if (libxdp_get_error(mp) || !mp)
 		return;
-
-	if (xdp_multiprog__is_legacy(mp)) {
-		prog = xdp_multiprog__main_prog(mp);
-		if (prog && is_stale(prog, stale_id, configured)) {
-			/* Fails for a link-held program: its pin's removal
-			 * detaches it. */
-			err = xdp_multiprog__detach(mp);
-			if (!err)
-				log_info("bpf: detached stale XDP program "
-					 "iface=%s id=%u",
-					 ifname, xdp_program__id(prog));
-		}
-		goto out;
-	}
 	while ((prog = xdp_multiprog__next_prog(prog, mp))) {
-		if (!is_stale(prog, stale_id, configured))
+		if (!is_stale(xdp_program__id(prog), xdp_program__name(prog),
+			      stale_id, configured))
 			continue;
 		err = xdp_program__detach(prog, ifindex,
 					  xdp_multiprog__attach_mode(mp), 0);
-		log_info(
-		    "bpf: detached stale XDP program iface=%s id=%u err=%d",
-		    ifname, xdp_program__id(prog), err);
+		if (!err)
+			log_info("bpf: detached stale XDP program iface=%s "
+				 "id=%u",
+				 ifname, xdp_program__id(prog));
 	}
-out:
 	xdp_multiprog__close(mp);
+}
+
+/* Take a killed run's sluice_edge off IFINDEX: the one it pinned wherever it
+ * is attached, and any program named sluice_edge on our own interfaces. A
+ * lone program held by a link refuses the netlink detach (EBUSY): removing
+ * the dead run's link pin detaches it instead. */
+static void detach_stale_on(int ifindex, const char *ifname, __u32 stale_id,
+			    bool configured)
+{
+	char name[BPF_OBJ_NAME_LEN];
+	int mode = 0, err;
+	__u32 id;
+
+	id = attached_prog(ifindex, &mode);
+	if (!id)
+		return;
+	prog_name(id, name, sizeof(name));
+	if (strcmp(name, "xdp_dispatcher") == 0) {
+		detach_stale_component(ifindex, ifname, stale_id, configured);
+		return;
+	}
+	if (!is_stale(id, name, stale_id, configured))
+		return;
+	err = bpf_xdp_detach(ifindex,
+			     mode == XDP_MODE_SKB ? XDP_FLAGS_SKB_MODE
+						  : XDP_FLAGS_DRV_MODE,
+			     NULL);
+	if (err)
+		log_debug("bpf: stale XDP program stays until its link pin "
+			  "goes iface=%s id=%u err=%s",
+			  ifname, id, strerror(-err));
+	else
+		log_info("bpf: detached stale XDP program iface=%s id=%u",
+			 ifname, id);
 }
 
 void sbpf_xdp_detach_stale(struct sbpf *bpf, const struct rules *rules)
@@ -150,17 +202,13 @@ static void attach_error(const struct sbpf_iface *iface, int ret, char *err,
 			 mode_name(iface->mode), strerror(-ret));
 }
 
-static bool attached_alone(const struct sbpf_iface *iface)
+/* libxdp attached sluice_edge itself rather than a dispatcher. */
+static bool attached_alone(struct sbpf *bpf, const struct sbpf_iface *iface)
 {
-	struct xdp_multiprog *mp;
-	bool legacy = false;
+	int mode;
 
-	mp = xdp_multiprog__get_from_ifindex(iface->ifindex);
-	if (!libxdp_get_error(mp) && mp) {
-		legacy = xdp_multiprog__is_legacy(mp);
-		xdp_multiprog__close(mp);
-	}
-	return legacy;
+	return attached_prog(iface->ifindex, &mode) ==
+	       xdp_program__id(bpf->xdp);
 }
 
 static void report_alone(const struct sbpf_iface *iface)
@@ -191,10 +239,11 @@ static int link_attach(struct sbpf *bpf, struct sbpf_iface *iface)
  * without XDP links (before 5.9) keep libxdp's attachment. */
 static int swap_for_link(struct sbpf *bpf, struct sbpf_iface *iface)
 {
+	__u32 flags = iface->mode == XDP_MODE_SKB ? XDP_FLAGS_SKB_MODE
+						  : XDP_FLAGS_DRV_MODE;
 	int ret;
 
-	ret = xdp_program__detach(bpf->xdp, iface->ifindex, iface->mode, 0);
-	if (ret)
+	if (bpf_xdp_detach(iface->ifindex, flags, NULL))
 		return 0;
 	iface->attached = false;
 	ret = link_attach(bpf, iface);
@@ -221,7 +270,7 @@ static int attach_one(struct sbpf *bpf, struct sbpf_iface *iface)
 	if (ret)
 		return ret;
 	iface->attached = true;
-	iface->legacy = attached_alone(iface);
+	iface->legacy = attached_alone(bpf, iface);
 	if (!iface->legacy) {
 		log_info("bpf: XDP attached iface=%s mode=%s dispatcher=libxdp",
 			 iface->name, mode_name(iface->mode));
