@@ -8,7 +8,8 @@
  *
  *   call:API:N[:PHASE]  submit N calls at once, wait for all, print
  *                       "call api=API n=N ok=.. hook_error=.. ... ms=.."
- *   reply:API           one call; print the X-* request headers it set
+ *   reply:API[:BYTES]   one call (a body of BYTES); print the X-* request
+ *                       headers the result set
  *   sleep:MS            let the pool run for MS
  *   reload:RULES        pool_reload with another rules file
  *   status | metrics    print the pool's /status object or /metrics text
@@ -142,8 +143,10 @@ static void pack_str(msgpack_packer *pk, const char *s)
 }
 
 static void encode_call(struct pool_call *call, const char *api,
-			const char *phase)
+			const char *phase, size_t body_len)
 {
+	char *body = calloc(1, body_len + 1);
+
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	bool resp = strcmp(phase, "response") == 0;
@@ -167,7 +170,9 @@ static void encode_call(struct pool_call *call, const char *api,
 	pack_str(&pk, "Host");
 	pack_str(&pk, "driver");
 	pack_str(&pk, "body");
-	msgpack_pack_bin(&pk, 0);
+	msgpack_pack_bin(&pk, body_len);
+	msgpack_pack_bin_body(&pk, body, body_len);
+	free(body);
 	pack_str(&pk, "scheme");
 	pack_str(&pk, "http");
 	pack_str(&pk, "remote_addr");
@@ -269,7 +274,7 @@ static int64_t now_ms(void)
 }
 
 static void run_calls(struct driver *d, const char *api, int n,
-		      const char *phase, bool show_headers)
+		      const char *phase, size_t body_len, bool show_headers)
 {
 	struct timeval limit = {CALL_WAIT_S, 0};
 	int64_t start = now_ms();
@@ -280,7 +285,7 @@ static void run_calls(struct driver *d, const char *api, int n,
 	for (int i = 0; i < n; i++) {
 		struct pool_call *call = calloc(1, sizeof(*call));
 
-		encode_call(call, api, phase);
+		encode_call(call, api, phase, body_len);
 		call->origin = d->front_base;
 		call->done = call_done;
 		call->arg = d;
@@ -355,10 +360,13 @@ static void run_command(struct driver *d, char *cmd)
 		api = strtok(cmd + 5, ":");
 		n = strtok(NULL, ":");
 		phase = strtok(NULL, ":");
-		run_calls(d, api, n ? atoi(n) : 1, phase ? phase : "request",
+		run_calls(d, api, n ? atoi(n) : 1, phase ? phase : "request", 0,
 			  false);
 	} else if (strncmp(cmd, "reply:", 6) == 0) {
-		run_calls(d, cmd + 6, 1, "request", true);
+		api = strtok(cmd + 6, ":");
+		n = strtok(NULL, ":");
+		run_calls(d, api, 1, "request", n ? strtoul(n, NULL, 10) : 0,
+			  true);
 	} else if (strncmp(cmd, "sleep:", 6) == 0) {
 		usleep(atoi(cmd + 6) * 1000);
 	} else if (strncmp(cmd, "reload:", 7) == 0) {
