@@ -1,8 +1,8 @@
 /* sbpf_tool: drive user/bpf/ without the front, for tests/bpf/.
  *
- *   sbpf_tool -c RULES [-u USER] [-v] [run | pair-test BYTES]
+ *   sbpf_tool -c RULES [-u USER] [-v] [run | pair-test BYTES [PRE]]
  *   sbpf_tool [-p PIN_DIR] [-i IFACE]... [-g] [-D DENY_FILE] [-a API]...
- *             [-u USER] [-v] [run | pair-test BYTES]
+ *             [-u USER] [-v] [run | pair-test BYTES [PRE]]
  *
  * The configuration is a rules file (-c), as sluiced reads it, or the bpf
  * keys given one by one. -u drops privileges after the open, as sluiced
@@ -14,9 +14,10 @@
  * and the metrics; TERM or INT calls sbpf_close and exits 0. A SIGKILL
  * leaves the pins and attachments as a crash would.
  *
- * pair-test BYTES: open, splice two loopback TCP connections through
- * sluice_pairs, send BYTES each way, check them, print "pair ok" with the
- * per-socket counts, close.
+ * pair-test BYTES [PRE]: open, splice two loopback TCP connections through
+ * sluice_pairs, send BYTES each way (the first PRE of them queued before
+ * the hand-over), check them, print "pair ok" with the per-socket counts
+ * and the status, close.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -99,6 +100,8 @@ static int read_deny(void)
 	return 0;
 }
 
+static void print_status(struct sbpf *bpf);
+
 static int connected_pair(int listener, int *a, int *b)
 {
 	struct sockaddr_in sa;
@@ -112,10 +115,11 @@ static int connected_pair(int listener, int *a, int *b)
 	return *b < 0 ? -errno : 0;
 }
 
-/* Write all of BUF to WFD while reading the same amount from RFD. */
-static int transfer(int wfd, int rfd, const char *buf, char *got, size_t len)
+/* Write BUF to WFD (from byte SENT on) while reading LEN bytes from RFD. */
+static int transfer(int wfd, int rfd, const char *buf, char *got, size_t len,
+		    size_t sent)
 {
-	size_t sent = 0, recvd = 0;
+	size_t recvd = 0;
 	struct pollfd p[2];
 	ssize_t n;
 
@@ -141,8 +145,9 @@ static int transfer(int wfd, int rfd, const char *buf, char *got, size_t len)
 }
 
 /* client <-> proxy_a ... proxy_b <-> server, with proxy_a and proxy_b
- * spliced by the kernel. */
-static int pair_test(struct sbpf *bpf, size_t len)
+ * spliced by the kernel. The first PRE bytes from the client are sent, and
+ * wait in proxy_a's receive queue, before the pair enters the maps. */
+static int pair_test(struct sbpf *bpf, size_t len, size_t pre)
 {
 	int lst, client = -1, proxy_a = -1, proxy_b = -1, server = -1, ret;
 	struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -160,22 +165,27 @@ static int pair_test(struct sbpf *bpf, size_t len)
 	ret = connected_pair(lst, &client, &proxy_a);
 	if (!ret)
 		ret = connected_pair(lst, &proxy_b, &server);
+	pre = pre < len ? pre : len;
+	if (!ret && pre && send(client, buf, pre, 0) != (ssize_t)pre)
+		ret = -EIO;
+	usleep(50000);
 	if (!ret)
 		ret = sbpf_pair_add(bpf, proxy_a, proxy_b, 0);
 	if (!ret)
-		ret = transfer(client, server, buf, got, len);
+		ret = transfer(client, server, buf, got, len, pre);
 	if (!ret)
-		ret = transfer(server, client, buf, got, len);
+		ret = transfer(server, client, buf, got, len, 0);
 	if (!ret)
 		ret = sbpf_pair_bytes(bpf, proxy_a, &bytes_a);
 	if (!ret)
 		ret = sbpf_pair_bytes(bpf, proxy_b, &bytes_b);
 	sbpf_pair_remove(bpf, proxy_a, proxy_b);
-	if (!ret)
+	if (!ret) {
 		printf("pair ok bytes_a=%llu bytes_b=%llu\n",
 		       (unsigned long long)bytes_a,
 		       (unsigned long long)bytes_b);
-	else
+		print_status(bpf);
+	} else
 		printf("pair failed: %s\n", strerror(-ret));
 	close(client);
 	close(proxy_a);
@@ -346,11 +356,13 @@ int main(int argc, char **argv)
 	printf("ok\n");
 
 	if (optind < argc && strcmp(argv[optind], "pair-test") == 0) {
-		size_t len = optind + 1 < argc
-				 ? strtoul(argv[optind + 1], NULL, 0)
-				 : 65536;
+		size_t len = 65536, pre = 0;
 
-		ret = pair_test(bpf, len);
+		if (optind + 1 < argc)
+			len = strtoul(argv[optind + 1], NULL, 0);
+		if (optind + 2 < argc)
+			pre = strtoul(argv[optind + 2], NULL, 0);
+		ret = pair_test(bpf, len, pre);
 		sbpf_close(bpf);
 		return ret ? 1 : 0;
 	}
