@@ -87,11 +87,25 @@ def _header_changes(pairs: Headers, orig: Dict[str, str],
             done.add(c)
             kv = change[c]
             if kv is not None:
-                out.append([kv[0], str(kv[1])])
+                out.append(_header(kv[0], kv[1]))
     for c, kv in change.items():
         if kv is not None and c not in done:
-            out.append([kv[0], str(kv[1])])
+            out.append(_header(kv[0], kv[1]))
     return out
+
+
+_BAD_IN_HEADERS = ("\r", "\n", "\0")
+
+
+def _header(name: Any, value: Any) -> list:
+    """A [name, value] pair a hook set, checked: a CR or LF in it would let
+    a hook split the message it is forwarded in."""
+    name, value = str(name), str(value)
+    if not name or not all(c in _TOKEN_CHARS for c in name):
+        raise ValueError(f"invalid header name {name!r}")
+    if any(b in value for b in _BAD_IN_HEADERS):
+        raise ValueError(f"header {name}: the value contains CR, LF or NUL")
+    return [name, value]
 
 
 def _to_bytes(value: Any) -> bytes:
@@ -210,9 +224,18 @@ class RequestObject:
     def _changes(self) -> Optional[dict]:
         out = {}
         if self.method != (self._req.get("method") or "GET"):
-            out["method"] = str(self.method)
+            method = str(self.method)
+            if not method or not all(c in _TOKEN_CHARS for c in method):
+                raise ValueError(f"invalid method {method!r}")
+            out["method"] = method
         path = self._new_path()
         if path is not None:
+            path = str(path)
+            if not path.startswith("/") or any(
+                    c in path for c in " \t\r\n\0"):
+                raise ValueError(f"invalid path {path!r}: it must start "
+                                 f"with / and hold no blank or control "
+                                 f"character")
             out["path"] = path
         headers = _header_changes(self._req.get("headers") or (),
                                   self._orig_headers, self.headers,
@@ -395,9 +418,9 @@ class Reply(Exception):
 
     def _encode(self) -> dict:
         if isinstance(self.headers, dict):
-            headers = [[str(k), str(v)] for k, v in self.headers.items()]
+            headers = [_header(k, v) for k, v in self.headers.items()]
         else:
-            headers = [[str(k), str(v)] for k, v in self.headers or ()]
+            headers = [_header(k, v) for k, v in self.headers or ()]
         body = self.body
         if isinstance(body, (dict, list)):
             import json

@@ -5,7 +5,10 @@ import json
 
 import pytest
 
-from worker_fixtures import api, req, worker  # noqa: F401 (fixture)
+from worker_fixtures import api, req
+import worker_fixtures
+
+worker = worker_fixtures.worker  # the fixture, for the tests below
 
 MUTATE = """
 import sluice
@@ -345,3 +348,23 @@ def test_hook_sees_debian_python_and_packages(worker):
     res = w.call("a", req(headers=[]))
     assert res["ok"], res.get("error")
     assert res["req"]["headers"] == [["X-Exe", "/usr/bin/python3"]]
+
+
+@pytest.mark.parametrize("body,complaint", [
+    ('request.add_header("X-A", "1\\r\\nX-Injected: 1")', "contains CR"),
+    ('request.add_header("Bad Name", "1")', "invalid header name"),
+    ('request.object.url = "/a b"', "invalid path"),
+    ('request.object.url = "http://elsewhere/"', "invalid path"),
+    ('request.object.method = "GET /x"', "invalid method"),
+])
+def test_values_that_would_split_the_request_fail_the_hook(worker, body,
+                                                          complaint):
+    src = f"""
+    def hook(request, session, spec):
+        {body}
+        return request, session
+    """
+    w = worker([api("a", pre=["inj.hook"])], modules={"inj": src})
+    res = w.call("a")
+    assert res["ok"] is False
+    assert complaint in res["error"]

@@ -7,7 +7,10 @@ import time
 
 import msgpack
 
-from worker_fixtures import api, req, worker  # noqa: F401
+from worker_fixtures import api, req
+import worker_fixtures
+
+worker = worker_fixtures.worker  # the fixture, for the tests below
 
 LOGS = """
 import logging

@@ -5,7 +5,10 @@ import json
 
 import pytest
 
-from worker_fixtures import HOOKS, api, req, worker  # noqa: F401
+from worker_fixtures import HOOKS, api, req
+import worker_fixtures
+
+worker = worker_fixtures.worker  # the fixture, for the tests below
 
 TYK = """
 from tyk.decorators import *
