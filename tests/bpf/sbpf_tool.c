@@ -16,8 +16,9 @@
  *
  * pair-test BYTES [PRE]: open, splice two loopback TCP connections through
  * sluice_pairs, send BYTES each way (the first PRE of them queued before
- * the hand-over), check them, print "pair ok" with the per-socket counts
- * and the status, close.
+ * the hand-over), check them, pause the pair and check that new bytes stay
+ * in user space's reach, print "pair ok" with the per-socket counts and the
+ * status, close.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -144,6 +145,26 @@ static int transfer(int wfd, int rfd, const char *buf, char *got, size_t len,
 	return memcmp(buf, got, len) ? -EILSEQ : 0;
 }
 
+/* Out of the verdict, bytes from the client wait in proxy_a for user
+ * space instead of reaching proxy_b. */
+static int pause_check(struct sbpf *bpf, int client, int proxy_a, int proxy_b)
+{
+	char got[16] = "";
+	ssize_t n;
+	int ret;
+
+	ret = sbpf_pair_pause(bpf, proxy_a, proxy_b);
+	if (ret)
+		return ret;
+	if (send(client, "paused", 6, 0) != 6)
+		return -EIO;
+	usleep(50000);
+	if (recv(proxy_b, got, sizeof(got), MSG_DONTWAIT) >= 0)
+		return -EILSEQ; /* nothing may come out of the other side */
+	n = recv(proxy_a, got, sizeof(got), MSG_DONTWAIT);
+	return n == 6 && memcmp(got, "paused", 6) == 0 ? 0 : -EILSEQ;
+}
+
 /* client <-> proxy_a ... proxy_b <-> server, with proxy_a and proxy_b
  * spliced by the kernel. The first PRE bytes from the client are sent, and
  * wait in proxy_a's receive queue, before the pair enters the maps. */
@@ -175,6 +196,8 @@ static int pair_test(struct sbpf *bpf, size_t len, size_t pre)
 		ret = transfer(client, server, buf, got, len, pre);
 	if (!ret)
 		ret = transfer(server, client, buf, got, len, 0);
+	if (!ret)
+		ret = pause_check(bpf, client, proxy_a, proxy_b);
 	if (!ret)
 		ret = sbpf_pair_bytes(bpf, proxy_a, &bytes_a);
 	if (!ret)

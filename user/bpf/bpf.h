@@ -35,10 +35,15 @@ void sbpf_close(struct sbpf *bpf);
 
 /* Sockmap splicing: put both sockets in sluice_pairs so the stream verdict
  * redirects each one's data to the other, counting bytes for API_INDEX.
- * Returns 0 or -errno. */
+ * Bytes already queued in either socket are run through the verdict too
+ * (SO_RCVLOWAT is set to 1 to make the kernel look at them). Returns 0 or
+ * -errno; on failure neither socket is left in any map. */
 int sbpf_pair_add(struct sbpf *bpf, int fd_a, int fd_b, int api_index);
 
-/* Remove both sockets from sluice_pairs (either may already be gone). */
+/* Remove both sockets from every map (either may already be gone). Bytes
+ * redirected into a socket but not yet sent are dropped with it: remove a
+ * pair only once each side has sent what sbpf_pair_bytes() says the other
+ * redirected into it. */
 void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b);
 
 /* Backpressure for a spliced pair: take both sockets out of sluice_pairs
