@@ -437,14 +437,23 @@ class Worker:
 
     def dispatch(self, msg):
         t = msg.get("t") if type(msg) is dict else None
-        if t == "call":
-            self.on_call(msg)
-        elif t == "init":
-            self.on_init(msg)
-        elif t == "kv":
-            pass  # an answer whose asker is gone
-        else:
-            self.log("warn", f"worker: unknown message {t!r} ignored")
+        try:
+            if t == "call":
+                self.on_call(msg)
+            elif t == "init":
+                self.on_init(msg)
+            elif t == "kv":
+                pass  # an answer whose asker is gone
+            else:
+                self.log("warn", f"worker: unknown message {t!r} ignored")
+        except Exception:
+            # A malformed message from sluiced: answer the call if it can
+            # be answered, never let it stop the worker.
+            if t == "call":
+                self.send(self.failure(msg.get("id")))
+            else:
+                self.log("error", "worker: bad message\n"
+                         + traceback.format_exc())
 
     def on_init(self, msg):
         if self.ready:
@@ -504,7 +513,11 @@ class Worker:
         if not chain:
             self.send({"t": "result", "id": mid, "ok": True})
             return
-        visit = Visit(api, call)
+        try:
+            visit = Visit(api, call)
+        except Exception:
+            self.send(self.failure(mid))  # a malformed call
+            return
         if is_async:
             self.pending += 1
             self.loop.create_task(self.run_async(visit, chain, mid))
@@ -529,33 +542,33 @@ class Worker:
 
     def run_sync(self, visit, chain, mid):
         try:
-            for h in chain:
-                if visit.take(h, h.fn(*visit.args(h.arity))):
-                    break
-        except Reply as r:
-            visit.reply = r
+            try:
+                for h in chain:
+                    if visit.take(h, h.fn(*visit.args(h.arity))):
+                        break
+            except Reply as r:
+                visit.reply = r
+            return visit.result(mid)
         except Exception:
             return self.failure(mid)
-        return visit.result(mid)
 
     async def run_async(self, visit, chain, mid):
         try:
             async with self.sem:
                 _api_var.set(visit.api.name)
                 try:
-                    for h in chain:
-                        r = h.fn(*visit.args(h.arity))
-                        if h.is_async:
-                            r = await r
-                        if visit.take(h, r):
-                            break
-                except Reply as r:
-                    visit.reply = r
+                    try:
+                        for h in chain:
+                            r = h.fn(*visit.args(h.arity))
+                            if h.is_async:
+                                r = await r
+                            if visit.take(h, r):
+                                break
+                    except Reply as r:
+                        visit.reply = r
                     res = visit.result(mid)
                 except Exception:
                     res = self.failure(mid)
-                else:
-                    res = visit.result(mid)
                 self.send_result(res)
         finally:
             self.pending -= 1

@@ -368,3 +368,13 @@ def test_values_that_would_split_the_request_fail_the_hook(worker, body,
     res = w.call("a")
     assert res["ok"] is False
     assert complaint in res["error"]
+
+
+def test_malformed_calls_are_answered_and_the_worker_goes_on(worker):
+    w = worker([api("a", pre=["mut.noop"])], modules={"mut": MUTATE})
+    for c in ({"api": ["a"], "phase": "request"}, "not a map"):
+        w.send({"t": "call", "id": 77, "c": c})
+        res = w.recv()
+        assert res["id"] == 77 and res["ok"] is False
+    w.send({"t": "bogus"})
+    assert w.call("a")["ok"]
