@@ -221,12 +221,29 @@ def raw_exchange(port, data, timeout=5.0, shut=False):
 
 
 def statuses(raw):
-    """Status codes of every response in RAW, in order."""
+    """Status codes of every response in RAW, in order. Responses are
+    split by their framing: a body need not end with a line break."""
     codes = []
-    for line in raw.split(b"\r\n"):
-        if line.startswith(b"HTTP/1."):
-            codes.append(int(line.split()[1]))
+    rest = raw
+    while rest.startswith(b"HTTP/1."):
+        try:
+            resp, rest = read_response(_Drained(), rest)
+        except (EOFError, ValueError, IndexError):
+            break
+        codes.append(resp.status)
+        if not resp.complete:
+            break
     return codes
+
+
+class _Drained:
+    """A socket whose peer has closed: for parsing bytes already read."""
+
+    def settimeout(self, t):
+        pass
+
+    def recv(self, n):
+        return b""
 
 
 def wait_until(predicate, timeout=5.0, step=0.05):
