@@ -25,17 +25,14 @@
  * whatever python3 is first on PATH. */
 #define WORKER_PYTHON "/usr/bin/python3"
 
-#define WORKER_PYVER                                                           \
-	"python" Py_STRINGIFY(PY_MAJOR_VERSION) "." Py_STRINGIFY(              \
-	    PY_MINOR_VERSION)
-
-/* Where Debian's site.py would look for packages. The site module itself
- * is not run: its .pth files and sitecustomize cost a worker time and
- * memory at every start and serve no hook. */
+/* Where Debian's site.py would look for packages ("%d.%d" is the Python
+ * version). The site module itself is not run: its .pth files and
+ * sitecustomize cost a worker time and memory at every start and serve no
+ * hook. */
 static const char *const worker_site_dirs[] = {
-    "/usr/local/lib/" WORKER_PYVER "/dist-packages",
+    "/usr/local/lib/python%d.%d/dist-packages",
     "/usr/lib/python3/dist-packages",
-    "/usr/lib/" WORKER_PYVER "/dist-packages",
+    "/usr/lib/python%d.%d/dist-packages",
 };
 
 /* Under LeakSanitizer (make SANITIZE=1): CPython keeps some allocations
@@ -81,9 +78,13 @@ static int worker_python_path(const char *hooks_dir)
 	for (size_t i = 0;
 	     !err && i < sizeof(worker_site_dirs) / sizeof(worker_site_dirs[0]);
 	     i++) {
-		if (access(worker_site_dirs[i], F_OK))
+		char buf[128];
+
+		snprintf(buf, sizeof(buf), worker_site_dirs[i],
+			 PY_MAJOR_VERSION, PY_MINOR_VERSION);
+		if (access(buf, F_OK))
 			continue;
-		dir = PyUnicode_DecodeFSDefault(worker_site_dirs[i]);
+		dir = PyUnicode_DecodeFSDefault(buf);
 		err = dir ? PyList_Append(path, dir) : -1;
 		Py_XDECREF(dir);
 	}

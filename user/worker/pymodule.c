@@ -31,9 +31,9 @@ static PyObject *pymodule_recv_common(bool nowait)
 	Py_END_ALLOW_THREADS;
 
 	if (ret == 0)
-		Py_RETURN_NONE;
+		return Py_NewRef(Py_None);
 	if (ret == -EAGAIN && nowait)
-		Py_RETURN_FALSE;
+		return Py_NewRef(Py_False);
 	if (ret < 0)
 		return pymodule_errno(ret);
 	msg = pymsg_decode(&chan_zone, chan_in.data, chan_in.len);
@@ -71,7 +71,7 @@ static PyObject *pymodule_send(PyObject *self, PyObject *obj)
 	}
 	if (err)
 		return pymodule_errno(err);
-	Py_RETURN_NONE;
+	return Py_NewRef(Py_None);
 }
 
 static PyObject *pymodule_packb(PyObject *self, PyObject *obj)

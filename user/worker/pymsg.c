@@ -100,7 +100,7 @@ static PyObject *pymsg_from_object(const msgpack_object *o, int depth)
 	}
 	switch (o->type) {
 	case MSGPACK_OBJECT_NIL:
-		Py_RETURN_NONE;
+		return Py_NewRef(Py_None);
 	case MSGPACK_OBJECT_BOOLEAN:
 		return PyBool_FromLong(o->via.boolean);
 	case MSGPACK_OBJECT_POSITIVE_INTEGER:
