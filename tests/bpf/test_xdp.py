@@ -147,10 +147,11 @@ def test_an_interface_taken_by_another_program_is_reported(tools, veth,
                       str(deny)], ns=veth.edge)
         first = tool.start()
         if alone:
-            assert first.startswith(
-                f"error: cannot attach XDP to {veth.edge_if}: another XDP "
-                "program is attached there"), first
-            assert f"xdp-loader unload {veth.edge_if} --all" in first
+            assert first == (
+                f"error: XDP on {veth.edge_if} is held by another program "
+                "that cannot share it (no libxdp dispatcher here); unload it "
+                f"(xdp-loader unload {veth.edge_if} --all) or drop "
+                f"{veth.edge_if} from bpf.xdp.interfaces")
             assert pin_dir.entries() == []
             assert "xdp_pass_test" in loaded_programs(veth)
         else:
@@ -161,3 +162,29 @@ def test_an_interface_taken_by_another_program_is_reported(tools, veth,
     finally:
         veth.edge.run("xdp-loader", "unload", veth.edge_if, "--all",
                       check=False)
+
+
+@pytest.mark.parametrize("iface,sentence", [
+    ("lo", "error: interface lo does not support native XDP; set "
+           "bpf.xdp.mode: generic"),
+    ("nosuch0", "error: bpf.xdp.interfaces names nosuch0, which does not "
+                "exist here; fix the rules file or create the interface"),
+])
+def test_an_unusable_interface_is_one_sentence(tools, veth, pin_dir, iface,
+                                               sentence):
+    tool = tools(["-p", pin_dir.path, "-i", iface], ns=veth.edge)
+    assert tool.start() == sentence
+    assert tool.proc.wait(timeout=10) == 1
+    assert pin_dir.entries() == []
+
+
+def test_generic_mode_works_on_loopback(tools, veth, pin_dir, tmp_path):
+    deny = tmp_path / "deny"
+    deny.write_text("127.0.0.2/32\n")
+    tool = tools(["-p", pin_dir.path, "-i", "lo", "-g", "-D", str(deny)],
+                 ns=veth.edge)
+    assert tool.start() == "ok", tool.log()
+    assert ping(veth.edge, "127.0.0.1", "127.0.0.1", 3) == 3
+    assert ping(veth.edge, "127.0.0.2", "127.0.0.1", 3) == 0
+    assert edge_counts(pin_dir.path)[0][1] == 3
+    assert tool.stop() == "closed"

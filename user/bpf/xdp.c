@@ -184,11 +184,9 @@ static void attach_error(const struct sbpf_iface *iface, int ret, char *err,
 {
 	if (ret == -EBUSY || ret == -EEXIST)
 		snprintf(err, err_len,
-			 "cannot attach XDP to %s: another XDP program is "
-			 "attached there and cannot be shared (this kernel "
-			 "refuses libxdp's dispatcher, or the program was not "
-			 "loaded through libxdp); unload it with 'xdp-loader "
-			 "unload %s --all' or remove %s from "
+			 "XDP on %s is held by another program that cannot "
+			 "share it (no libxdp dispatcher here); unload it "
+			 "(xdp-loader unload %s --all) or drop %s from "
 			 "bpf.xdp.interfaces",
 			 iface->name, iface->name, iface->name);
 	else if (ret == -EOPNOTSUPP && iface->mode == XDP_MODE_NATIVE)
