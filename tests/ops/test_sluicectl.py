@@ -1,6 +1,7 @@
 """sluicectl against the real sluiced: status, apis, workers, reload, top,
 and the message when nothing answers."""
 
+import fcntl
 import json
 import os
 import pty
@@ -8,6 +9,7 @@ import re
 import select
 import signal
 import subprocess
+import termios
 import time
 
 from opsutil import BUILD, Traffic, free_port, run
@@ -132,9 +134,13 @@ def test_top_shows_rates_while_traffic_flows(ops_gateway):
 def start_top_in_a_terminal(gw):
     """sluicectl top on a pseudo-terminal, as a person would run it."""
     master, slave = pty.openpty()
+    # Its own session with the terminal as the controlling one, so that ^C
+    # typed there reaches it as SIGINT.
     proc = subprocess.Popen([SLUICECTL, "-a", gw.admin_addr, "top"],
                             stdin=slave, stdout=slave, stderr=slave,
-                            close_fds=True)
+                            close_fds=True, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(
+                                0, termios.TIOCSCTTY, 0))
     os.close(slave)
     return proc, master
 
@@ -161,6 +167,9 @@ def test_top_quits_on_q(ops_gateway):
         os.write(master, b"q")
         assert proc.wait(timeout=5) == 0
         assert time.time() - started < 2
+        # The terminal is given back as it was: echo and line editing on.
+        lflag = termios.tcgetattr(master)[3]
+        assert lflag & termios.ECHO and lflag & termios.ICANON
     finally:
         if proc.poll() is None:
             proc.kill()
