@@ -50,6 +50,10 @@ _CALL_FORMS = {
 
 _AUTH_DENIED = {"error": "Key not authorised"}
 
+# Where in sys.path bundle directories go: after the hooks directory and
+# python.path (set at init).
+_path_end = 1
+
 # Messages handled per wake-up of the event loop, so pending tasks get
 # their turn under a flood of calls.
 _BATCH = 64
@@ -137,7 +141,10 @@ def _load_bundle(api, bundle_dir, names):
     import importlib.util
     bundle_dir = os.path.abspath(bundle_dir)
     if bundle_dir not in sys.path:
-        sys.path.insert(1, bundle_dir)
+        # After python.path, before the standard library.
+        global _path_end
+        sys.path.insert(_path_end, bundle_dir)
+        _path_end += 1
     mods = []
     for name in names:
         rel = name[:-3] if name.endswith(".py") else name.replace(".", "/")
@@ -459,9 +466,11 @@ class Worker:
         if self.ready:
             self.log("warn", "worker: second init ignored")
             return
-        for i, p in enumerate(msg.get("path") or ()):
+        global _path_end
+        for p in msg.get("path") or ():
             if p not in sys.path:
-                sys.path.insert(1 + i, p)
+                sys.path.insert(_path_end, p)
+                _path_end += 1
         level = _LEVEL_NAMES.get(str(msg.get("log_level") or "info"), "info")
         self.max_rank = _LEVEL_RANK[level]
         logging.getLogger().setLevel(level.upper().replace("WARN",

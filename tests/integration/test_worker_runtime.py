@@ -280,3 +280,24 @@ def test_noop_hook_visit_cost(worker):
                 assert w.sock.recv(70000)
         per_call = (w.cpu_seconds() - c0) / n * 1e6
         print(f"\nno-op hook, {label}: worker CPU {per_call:.1f} us/call")
+
+
+def test_sys_path_order(worker, tmp_path):
+    src = """
+    import sys
+    def hook(request, session, spec):
+        for i, p in enumerate(sys.path[:4]):
+            request.add_header(f"X-P{i}", p)
+        return request, session
+    """
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    w = worker([api("b", pre=["hook"], bundle_dir=str(tmp_path / "bundle"),
+                    bundle_modules=["m"])],
+               files={"bundle/m.py": src},
+               path=[str(tmp_path / "mods"), str(extra)])
+    got = dict(w.call("b", req(headers=[]))["req"]["headers"])
+    from worker_fixtures import HOOKS
+    assert [got[f"X-P{i}"] for i in range(4)] == [
+        str(HOOKS), str(tmp_path / "mods"), str(extra),
+        str(tmp_path / "bundle")]
