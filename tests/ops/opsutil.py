@@ -230,6 +230,12 @@ class Traffic:
         self._stop.set()
         self.thread.join(timeout=15)
 
+    def run_to_end(self):
+        """Send all LIMIT requests (or until SECONDS) and return."""
+        self.thread.start()
+        self.thread.join()
+        return self
+
     def _run(self):
         deadline = time.time() + self.seconds
         conn = None

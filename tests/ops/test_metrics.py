@@ -19,8 +19,7 @@ def families(gw):
 
 @pytest.fixture(scope="module")
 def metrics(ops_gateway):
-    with Traffic(ops_gateway.port, limit=400, seconds=20, pause=0):
-        pass
+    Traffic(ops_gateway.port, limit=400, seconds=20, pause=0).run_to_end()
     return families(ops_gateway)
 
 
