@@ -179,12 +179,14 @@ PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 test: deps all lint test-unit test-integration test-bpf test-sanitize test-ops
 	@echo "test: all suites passed"
 
-test-unit: $(BUILD)/tests/unit_rules $(BUILD)/tests/unit_route
+test-unit: $(BUILD)/tests/unit_rules $(BUILD)/tests/unit_route \
+	$(BUILD)/tests/unit_kv
 	$(Q)for t in $^; do echo "  UNIT    $$t"; $$t || exit 1; done
 
 # Unit tests link only what they exercise, so a room that is half-way
 # through a change does not break another room's tests. Add objects here.
-UNIT_OBJ := $(call obj,$(COMMON_SRC) user/front/route.c) $(LLHTTP_OBJ)
+UNIT_OBJ := $(call obj,$(COMMON_SRC) user/front/route.c $(POOL_SRC)) \
+	$(LLHTTP_OBJ)
 
 $(BUILD)/tests/unit_%: tests/unit/test_%.c $(UNIT_OBJ)
 	@mkdir -p $(dir $@)
