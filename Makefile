@@ -230,7 +230,8 @@ $(BUILD)/tests/pool_driver: tests/pool/pool_driver.c $(call obj,$(COMMON_SRC) $(
 # run: halt_on_error plus the sanitizer exit code.
 test-sanitize:
 	$(Q)if [ "$(SANITIZE)" != 1 ]; then \
-		$(MAKE) --no-print-directory SANITIZE=1 all && \
+		$(MAKE) --no-print-directory SANITIZE=1 all \
+			build/asan/tests/pool_driver && \
 		ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		SLUICE_BUILD=build/asan SLUICE_SANITIZE=1 $(PYTEST) tests/integration; fi
