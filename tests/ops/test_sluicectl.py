@@ -12,7 +12,7 @@ import subprocess
 import termios
 import time
 
-from opsutil import BUILD, Traffic, free_port, run
+from opsutil import BUILD, Gateway, Traffic, free_port, run
 
 SLUICECTL = os.path.join(BUILD, "sluicectl")
 CLEAR = "\x1b[H\x1b[2J"
@@ -220,3 +220,34 @@ def test_status_json_is_what_sluicectl_reads(ops_gateway):
     assert {"loaded", "splice", "reason", "spliced_bytes", "edge"} <= \
         set(st["bpf"])
     json.dumps(st)
+
+
+def test_sluice_admin_environment_names_the_endpoint(ops_gateway):
+    out = run([SLUICECTL, "status"],
+              env=dict(os.environ, SLUICE_ADMIN=ops_gateway.admin_addr))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("sluiced ")
+
+
+def test_views_of_a_gateway_without_pool_or_bpf(upstream, tmp_path):
+    """Plain APIs only and BPF off: the views say so instead of failing."""
+    gw = Gateway(os.path.join(BUILD, "sluiced"),
+                 {"bpf": {"splice": "pipe"},
+                  "apis": [{"name": "only", "listen_path": "/",
+                            "upstream": upstream.url}]}, tmp_path)
+    try:
+        gw.get("/x")
+        status = ctl(gw, "status")
+        assert status.returncode == 0, status.stderr
+        assert "pool       none (no API has middleware)" in status.stdout
+        assert re.search(r"^bpf +not loaded .*splice pipe$", status.stdout,
+                         re.M), status.stdout
+        workers = ctl(gw, "workers")
+        assert workers.returncode == 0
+        assert workers.stdout == "no worker pool: no API has middleware\n"
+        top = ctl(gw, "top", "-n", "1")
+        assert top.returncode == 0, top.stderr
+        assert "POOL  none (no API has middleware)" in top.stdout
+        assert re.search(r"^only +plain ", top.stdout, re.M)
+    finally:
+        gw.stop()
