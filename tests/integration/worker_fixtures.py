@@ -164,10 +164,10 @@ class Worker:
         raise AssertionError("no VmRSS")
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / tick
+        """CPU time used so far, from the scheduler's own count (exact,
+        unlike the tick-sampled utime/stime of /proc/PID/stat)."""
+        with open(f"/proc/{self.proc.pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
 
     def stderr(self):
         try:
