@@ -11,7 +11,7 @@ import load
 import procs
 import report
 from report import fmt, median
-from targets import http_status
+from targets import SIZES as BYTES, http_get_length
 
 SIZES = ["1MiB", "64MiB"]
 MODES = ["copy", "pipe", "sockmap"]
@@ -27,11 +27,12 @@ def start_sluiced(ctx, mode):
         ctx.servers.stop(t)
         raise RuntimeError(f"sluiced ({mode}) never listened on the API's "
                            "own listener")
-    status = http_status(t.port, "/1MiB")
-    if status != 200:
+    status, got = http_get_length(t.port, "/1MiB")
+    if status != 200 or got != BYTES["1MiB"]:
         ctx.servers.stop(t)
-        raise RuntimeError(f"sluiced ({mode}): GET /1MiB -> "
-                           f"{status or 'no answer'}")
+        raise RuntimeError(f"sluiced ({mode}): GET /1MiB -> status "
+                           f"{status or 'none'}, {got} of {BYTES['1MiB']} "
+                           "body bytes")
     t.name = f"sluiced-{mode}"
     return t
 
@@ -138,9 +139,10 @@ def summarize(ctx, targets, results):
                          fmt(median(r["cpu_s_per_gib"].get("origin")
                                     for r in runs), 3),
                          fmt(median(r["p99_us"] for r in runs) / 1000, 1),
+                         fmt(median(r["requests"] for r in runs)),
                          str(sum(r["errors"] for r in runs))])
     report.table(["size", "target", "MB/s", "ratio", "own CPU s/GiB",
-                  "origin CPU s/GiB", "p99 ms", "errors"], rows)
+                  "origin CPU s/GiB", "p99 ms", "responses", "errors"], rows)
     for size in SIZES:
         sock = results.get(("sluiced-sockmap", size))
         copy = results.get(("sluiced-copy", size))

@@ -160,6 +160,26 @@ def http_status(port, path, timeout=5.0):
         return 0
 
 
+def http_get_length(port, path, timeout=10.0):
+    """(status, body bytes received) of one GET read to EOF (Connection:
+    close); (0, 0) when nothing answers."""
+    data = bytearray()
+    try:
+        with socket.create_connection(("127.0.0.1", port),
+                                      timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            while chunk := s.recv(1 << 20):
+                data += chunk
+    except OSError:
+        if not data:
+            return 0, 0
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return status, len(body)
+
+
 def _wait_ready(port, path, proc, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
