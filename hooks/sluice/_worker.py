@@ -71,7 +71,7 @@ class Hook:
         self.arity, self.is_async = _call_form(fn, name)
         allowed = (5,) if phase == "response" else (3, 4)
         if role == ROLE_AUTH:
-            allowed = (4, 3)
+            allowed = (4,)  # without metadata it could never pass
         if self.arity not in allowed:
             forms = " or ".join(_CALL_FORMS[a] for a in allowed)
             raise TypeError(f"hook {name} takes {self.arity} parameters; a "
