@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from opsutil import ROOT, Gateway, ops_rules, run
+from opsutil import BUILD, ROOT, Gateway, ops_rules, run
 
 PREFIX = "/usr/local"
 
@@ -168,3 +168,44 @@ def test_installed_sluiced_runs_from_the_destdir(installed, upstream,
         assert os.path.realpath(share) in argv
     finally:
         gw.stop()
+
+
+# A real install (empty DESTDIR) in a private mount namespace: /etc is a
+# copy, /usr/local, the unit directory and /run are scratch mounts, so the
+# host is untouched while install.sh takes the path a host would.
+REAL_INSTALL = r"""
+set -eu
+mount --bind "$T/etc" /etc
+mount --bind "$T/usrlocal" /usr/local
+mount --bind "$T/units" /lib/systemd/system
+mount -t tmpfs tmpfs /run
+for dir in /etc /usr/local /lib/systemd/system /run; do
+    mountpoint -q "$dir"
+done
+"$SRC/scripts/install.sh" "" /usr/local "$BUILD"
+"$SRC/scripts/install.sh" "" /usr/local "$BUILD"
+/usr/local/sbin/sluiced -t -c /etc/sluice/rules.yaml
+"""
+
+
+def test_real_install_creates_the_user_once(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a mount namespace")
+    for name in ("usrlocal", "units"):
+        (tmp_path / name).mkdir()
+    subprocess.run(["cp", "-a", "/etc", str(tmp_path / "etc")], check=True)
+    env = dict(os.environ, T=str(tmp_path), SRC=ROOT, BUILD=BUILD)
+    out = run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               REAL_INSTALL], env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("USER    sluice (system user created)") <= 1
+    passwd = (tmp_path / "etc/passwd").read_text().splitlines()
+    entries = [line.split(":") for line in passwd
+               if line.startswith("sluice:")]
+    assert len(entries) == 1
+    _, _, uid, _, _, home, shell = entries[0]
+    assert int(uid) < 1000          # a system user
+    assert shell == "/usr/sbin/nologin" and home == "/nonexistent"
+    assert (tmp_path / "units/sluiced.service").is_file()
+    assert (tmp_path / "usrlocal/sbin/sluiced").is_file()
+    assert "KEEP" in out.stdout     # the second run kept the rules file
