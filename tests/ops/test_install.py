@@ -3,14 +3,16 @@ is never overwritten, the systemd unit (checked by systemd-analyze), and the
 installed sluiced serving traffic with the worker and the hooks package it
 finds relative to itself."""
 
+import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 
 import pytest
 
-from opsutil import BUILD, ROOT, Gateway, ops_rules, run
+from opsutil import BUILD, ROOT, Gateway, free_port, ops_rules, run
 
 PREFIX = "/usr/local"
 
@@ -209,3 +211,64 @@ def test_real_install_creates_the_user_once(tmp_path):
     assert (tmp_path / "units/sluiced.service").is_file()
     assert (tmp_path / "usrlocal/sbin/sluiced").is_file()
     assert "KEEP" in out.stdout     # the second run kept the rules file
+
+
+# The installed sluiced started as root with `user: sluice`, in the same
+# kind of namespace: BPF loads as root, then the gateway and its workers run
+# as the sluice user.
+DROP_TO_USER = REAL_INSTALL + r"""
+/usr/local/sbin/sluiced -f -c "$T/rules.yaml" 2>"$T/sluiced.log" &
+pid=$!
+trap 'kill -KILL $pid 2>/dev/null || true' EXIT
+i=0
+until /usr/local/bin/sluicectl -a "$ADMIN" workers | grep -q idle; do
+    i=$((i + 1)); [ $i -lt 100 ] || exit 3; sleep 0.1
+done
+echo "sluiced $(awk '/^Uid:/ {print $2, $3}' /proc/$pid/status)"
+for w in $(ps -o pid= --ppid $pid); do
+    echo "worker $(awk '/^Uid:/ {print $2, $3}' /proc/$w/status)"
+done
+/usr/local/bin/sluicectl -a "$ADMIN" status | grep '^bpf'
+kill -TERM $pid
+wait $pid
+"""
+
+
+def test_installed_sluiced_drops_to_the_sluice_user(tmp_path, upstream):
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a mount namespace")
+    for name in ("usrlocal", "units"):
+        (tmp_path / name).mkdir()
+    subprocess.run(["cp", "-a", "/etc", str(tmp_path / "etc")], check=True)
+    admin = "127.0.0.1:%d" % free_port()
+    pin_dir = "/sys/fs/bpf/sluice-ops-%d" % os.getpid()
+    rules = {"listen": ["127.0.0.1:%d" % free_port()], "admin": admin,
+             "user": "sluice", "threads": 1,
+             "bpf": {"splice": "auto", "pin_dir": pin_dir},
+             "python": {"path": ["/usr/local/share/sluice/hooks/examples"],
+                        "workers": {"min": 1, "max": 1}},
+             "apis": [{"name": "hooked", "listen_path": "/",
+                       "upstream": upstream.url,
+                       "middleware": {"pre": ["noop.pre"]}}]}
+    (tmp_path / "rules.yaml").write_text(json.dumps(rules))
+    env = dict(os.environ, T=str(tmp_path), SRC=ROOT, BUILD=BUILD,
+               ADMIN=admin)
+    env.pop("SLUICE_HOOKS_DIR", None)
+    try:
+        out = run(["unshare", "--mount", "--propagation", "private", "sh",
+                   "-c", DROP_TO_USER], env=env, timeout=120)
+    finally:
+        shutil.rmtree(pin_dir, ignore_errors=True)
+    log = (tmp_path / "sluiced.log").read_text()
+    assert out.returncode == 0, out.stdout + out.stderr + log
+    uid = next(line.split(":")[2]
+               for line in (tmp_path / "etc/passwd").read_text().splitlines()
+               if line.startswith("sluice:"))
+    lines = out.stdout.splitlines()
+    assert "sluiced %s %s" % (uid, uid) in lines, out.stdout
+    workers = [line for line in lines if line.startswith("worker ")]
+    assert workers and all(line == "worker %s %s" % (uid, uid)
+                           for line in workers), out.stdout
+    # BPF was loaded while still root.
+    assert any(line.startswith("bpf        loaded") for line in lines), \
+        out.stdout + log
