@@ -671,6 +671,14 @@ def main():
     try:
         worker.serve()
     finally:
+        # The C side leaves without finalizing the interpreter (threads a
+        # hook left running must not keep the process): atexit handlers
+        # of hook modules run here, their output still logged if sluiced
+        # is there to read it.
+        import atexit
+        atexit._run_exitfuncs()
+        worker.out.flush()
+        worker.err.flush()
         worker.eof = True
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         sluice._channel = None

@@ -301,3 +301,30 @@ def test_sys_path_order(worker, tmp_path):
     assert [got[f"X-P{i}"] for i in range(4)] == [
         str(HOOKS), str(tmp_path / "mods"), str(extra),
         str(tmp_path / "bundle")]
+
+
+def test_worker_exits_on_close_despite_threads_a_hook_left(worker):
+    src = """
+    import threading, time
+    def hook(request, session, spec):
+        threading.Thread(target=time.sleep, args=(3600,)).start()
+        return request, session
+    """
+    w = worker([api("a", pre=["th.hook"])], modules={"th": src})
+    assert w.call("a")["ok"]
+    w.sock.close()
+    assert w.proc.wait(timeout=5) == 0
+
+
+def test_atexit_handlers_of_hook_modules_run(worker, tmp_path):
+    mark = tmp_path / "atexit-ran"
+    src = f"""
+    import atexit
+    atexit.register(lambda: open({str(mark)!r}, "w").close())
+    def hook(request, session, spec):
+        return request, session
+    """
+    w = worker([api("a", pre=["ae.hook"])], modules={"ae": src})
+    w.sock.close()
+    assert w.proc.wait(timeout=5) == 0
+    assert mark.exists()

@@ -176,8 +176,10 @@ int main(int argc, char **argv)
 		return 1;
 
 	code = worker_run();
-	if (Py_FinalizeEx() < 0 && code == 0)
-		code = 120;
-	pymodule_cleanup();
-	return code;
+
+	/* No Py_FinalizeEx(): it waits for every non-daemon thread a hook
+	 * started, and a worker whose socket is closed must go now. The
+	 * runtime has already run the atexit handlers. */
+	fflush(NULL);
+	_exit(code);
 }

@@ -145,10 +145,3 @@ int pymodule_register(int fd)
 		return -ENOMEM;
 	return 0;
 }
-
-void pymodule_cleanup(void)
-{
-	channel_buf_free(&chan_in);
-	msgpack_zone_destroy(&chan_zone);
-	msgpack_sbuffer_destroy(&chan_out);
-}

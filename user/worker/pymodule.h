@@ -21,7 +21,4 @@
  * the interpreter is initialized. */
 int pymodule_register(int fd);
 
-/* Free the buffers, after the interpreter is finalized. */
-void pymodule_cleanup(void);
-
 #endif
