@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "front/handoff.h"
 #include "front/route.h"
 
 /* Stop reading the client while this much waits for the upstream. */
@@ -197,8 +198,8 @@ static void conn_reset_exchange(struct conn *c)
 void conn_finish(struct conn *c)
 {
 	int64_t latency = now_us() - c->started_us;
+	bool handed_off;
 
-	upstream_detach(c);
 	if (c->slot >= 0) {
 		stats_record(&c->t->stats, c->slot, c->status, latency,
 			     c->bytes_in, c->bytes_out);
@@ -206,6 +207,8 @@ void conn_finish(struct conn *c)
 	}
 	if (c->t->d->access_log)
 		conn_log_access(c, latency);
+	handed_off = handoff_try(c);
+	upstream_detach(c);
 	c->slot = -1;
 	if (c->rules) {
 		rules_unref(c->rules);
@@ -213,6 +216,10 @@ void conn_finish(struct conn *c)
 	}
 	c->api = NULL;
 	c->requests++;
+	if (handed_off) {
+		conn_free(c);
+		return;
+	}
 
 	/* A request whose body we did not read to the end leaves the stream
 	 * unframed: the connection cannot carry another request. */
@@ -549,8 +556,15 @@ void conn_read(struct conn *c)
 			llhttp_resume(&c->parser);
 		else if (llhttp_get_errno(&c->parser) == HPE_PAUSED_UPGRADE)
 			llhttp_resume_after_upgrade(&c->parser);
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) {
+			/* A request without a body ends with its head: let
+			 * llhttp reach the message's end without input. */
+			if (c->phase == CONN_READ_HEAD || c->req_has_body ||
+			    c->req_done)
+				break;
+			v.iov_base = (void *)"";
+			v.iov_len = 0;
+		}
 
 		err = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
 		used = err == HPE_OK
@@ -566,6 +580,8 @@ void conn_read(struct conn *c)
 			c->parse_status = 431;
 			err = HPE_USER;
 		}
+		if (err == HPE_OK && v.iov_len == 0)
+			break;
 		if (err == HPE_OK)
 			continue;
 		if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {

@@ -28,6 +28,7 @@ struct pool;
 struct sbpf;
 struct conn;
 struct upconn;
+struct handoff;
 
 /* One listening socket of one thread. */
 struct front_listener {
@@ -54,7 +55,8 @@ struct front_thread {
 	struct event *control;
 
 	LIST_HEAD(, conn) conns;
-	int conn_count;
+	LIST_HEAD(, handoff) handoffs; /* connections given to relays */
+	int conn_count;		       /* both kinds */
 	/* Idle keep-alive upstream connections, most recent first. */
 	TAILQ_HEAD(upconn_list, upconn) idle;
 	int idle_count;

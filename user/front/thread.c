@@ -74,8 +74,6 @@ static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
 	(void)ev;
 	(void)sa_len;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (handoff_accept(t, fd, sa, l->addr))
-		return;
 	conn_accept(t, fd, sa, l->addr);
 }
 
@@ -249,6 +247,7 @@ int front_threads_start(struct sluiced *d)
 		t->d = d;
 		t->rules = rules_ref(d->rules);
 		LIST_INIT(&t->conns);
+		LIST_INIT(&t->handoffs);
 		TAILQ_INIT(&t->idle);
 		t->base = event_base_new();
 		if (!t->base)
