@@ -175,6 +175,7 @@ static void conn_reset_exchange(struct conn *c)
 	c->in_head = false;
 	c->head_complete = false;
 	c->head_bytes = 0;
+	c->head_prev = 0;
 	c->parse_status = 0;
 	c->req_chunked = false;
 	c->req_has_body = false;
@@ -521,6 +522,23 @@ static void conn_route(struct conn *c)
 
 /* ---- reading ---------------------------------------------------------- */
 
+/* llhttp 8 still takes a bare LF after the request line or as the head's
+ * end, and folded header lines (obs-fold). Both let two parsers disagree on
+ * where a message ends, so a head with either is refused. */
+static bool head_bytes_strict(struct conn *c, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char ch = p[i];
+
+		if (ch == '\n' && c->head_prev != '\r')
+			return false;
+		if ((ch == ' ' || ch == '\t') && c->head_prev == '\n')
+			return false;
+		c->head_prev = ch;
+	}
+	return true;
+}
+
 static bool conn_wants_input(const struct conn *c)
 {
 	if (c->phase == CONN_READ_HEAD)
@@ -571,8 +589,11 @@ void conn_read(struct conn *c)
 			   ? v.iov_len
 			   : (size_t)(llhttp_get_error_pos(&c->parser) -
 				      (const char *)v.iov_base);
-		if (c->in_head || c->head_complete)
+		if (c->in_head || c->head_complete) {
 			c->head_bytes += used;
+			if (!head_bytes_strict(c, v.iov_base, used))
+				err = HPE_STRICT;
+		}
 		evbuffer_drain(in, used);
 
 		if (c->head_complete &&

@@ -75,6 +75,7 @@ struct conn {
 	bool client_eof;
 	bool read_blocked; /* upstream output full: client reads off */
 	size_t head_bytes;
+	char head_prev;	  /* last head byte seen, for the CRLF checks */
 	int parse_status; /* status a callback asked for (431, 413) */
 	bool req_chunked;
 	bool req_has_body;

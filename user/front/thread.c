@@ -64,6 +64,25 @@ static int listen_socket(const struct rules_addr *addr)
 	return fd;
 }
 
+/* SO_REUSEPORT would let a second gateway on the same port silently take
+ * half the connections: first make sure nobody else holds the address. */
+static int listen_probe(const struct rules_addr *addr)
+{
+	int one = 1;
+	int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (addr->sa.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&addr->sa, addr->sa_len) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
 static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
 		      struct sockaddr *sa, int sa_len, void *arg)
 {
@@ -123,7 +142,10 @@ static int thread_open_listeners(struct front_thread *t)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		struct front_listener *l = &t->listeners[i];
-		int fd = listen_socket(addrs[i]);
+		int fd = t->id == 0 ? listen_probe(addrs[i]) : 0;
+
+		if (fd == 0)
+			fd = listen_socket(addrs[i]);
 
 		if (fd < 0) {
 			log_error("cannot listen addr=%s: %s", addrs[i]->text,
