@@ -79,8 +79,7 @@ static void draw_header(FILE *out, const char *addr, const struct json *st)
 	char up[32];
 
 	fprintf(out,
-		"sluicectl top  %s  sluiced %s  pid %.0f  up %s  "
-		"%.0f connections  (q to quit)\n\n",
+		"%s  sluiced %s  pid %.0f  up %s  %.0f conns   q: quit\n\n",
 		addr, json_string(json_get(st, "version"), "?"), num(st, "pid"),
 		view_duration(num(st, "uptime_s"), up, sizeof(up)),
 		num(st, "connections"));
@@ -99,8 +98,8 @@ static void draw_api_row(FILE *out, int w, const struct json *api,
 
 	fprintf(
 	    out,
-	    "%-*s  %-6s  %9.1f  %7.1f  %7.1f  %8.2f  %8.2f  %5.0f  "
-	    "%10s/s\n",
+	    "%-*s  %-6s  %8.1f  %6.1f  %6.1f  %7.2f  %7.2f  %5.0f  "
+	    "%9s/s\n",
 	    w, name, json_string(json_get(api, "kind"), "-"),
 	    old ? rate(num(api, "total"), num(old, "total"), dt) : 0,
 	    old ? rate(num(req, "4xx"), num(old_req, "4xx"), dt) : 0,
@@ -119,7 +118,7 @@ static void draw_apis(FILE *out, const struct json *st, const struct json *ps,
 	    json_get(json_get(ps, "bpf"), "spliced_bytes");
 	int w = view_name_width(apis, 4);
 
-	fprintf(out, "%-*s  %-6s  %9s  %7s  %7s  %8s  %8s  %5s  %12s\n", w,
+	fprintf(out, "%-*s  %-6s  %8s  %6s  %6s  %7s  %7s  %5s  %11s\n", w,
 		"API", "KIND", "REQ/S", "4XX/S", "5XX/S", "P50 MS", "P99 MS",
 		"INFL", "SPLICED");
 	for (size_t i = 0; i < json_count(apis); i++) {
@@ -145,9 +144,9 @@ static void draw_pool(FILE *out, const struct json *pool)
 	}
 	view_worker_states(pool, &busy, &idle, &starting);
 	fprintf(out,
-		"\nPOOL  %zu workers of %.0f..%.0f, %d busy (%.0f%%), %d idle, "
-		"%d starting; %.0f queued; spawned %.0f, killed %.0f, "
-		"recycled %.0f\n",
+		"\nPOOL  %zu workers of %.0f..%.0f: %d busy (%.0f%%), %d idle, "
+		"%d starting; %.0f queued\n"
+		"      spawned %.0f, killed %.0f, recycled %.0f\n",
 		total, num(pool, "min"), num(pool, "max"), busy,
 		total ? 100.0 * busy / total : 0.0, idle, starting,
 		num(pool, "queued"), num(pool, "spawned"), num(pool, "killed"),

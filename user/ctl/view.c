@@ -183,7 +183,7 @@ void view_apis(FILE *out, const struct json *st)
 		fprintf(out, "no APIs in the rules\n");
 		return;
 	}
-	fprintf(out, "%-*s  %-6s  %10s  %9s  %8s  %8s  %8s  %8s  %8s\n", w,
+	fprintf(out, "%-*s  %-6s  %8s  %8s  %6s  %6s  %6s  %6s  %8s\n", w,
 		"NAME", "KIND", "REQUESTS", "2XX", "4XX", "5XX", "P50 MS",
 		"P99 MS", "INFLIGHT");
 	for (size_t i = 0; i < json_count(apis); i++) {
@@ -192,8 +192,8 @@ void view_apis(FILE *out, const struct json *st)
 		const struct json *lat = json_get(api, "latency_ms");
 
 		fprintf(out,
-			"%-*s  %-6s  %10.0f  %9.0f  %8.0f  %8.0f  %8.2f  "
-			"%8.2f  %8.0f\n",
+			"%-*s  %-6s  %8.0f  %8.0f  %6.0f  %6.0f  %6.2f  "
+			"%6.2f  %8.0f\n",
 			w, json_string(json_get(api, "name"), "?"),
 			json_string(json_get(api, "kind"), "-"),
 			num(api, "total"), num(req, "2xx"), num(req, "4xx"),
