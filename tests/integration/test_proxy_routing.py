@@ -2,9 +2,21 @@
 upstream base paths, round robin, and one keep-alive client connection
 carrying requests for different APIs."""
 
+import http.client
 import json
+import socket
 
 import pytest
+
+from conftest import SLOW, free_port, wait_until
+
+
+def connectable(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def landed(gw, path, host=None):
@@ -151,3 +163,54 @@ def test_keepalive_connection_alternates_between_apis(gateway,
         assert len(a.requests) == 4 and len(b.requests) == 4
     finally:
         conn.close()
+
+
+def test_host_only_route_keepalive_serves_many_requests(gateway, upstream):
+    # A host-only route may be handed off after its first answer: every
+    # later request on the connection must still be answered, in order.
+    gw = gateway({"apis": [{"name": "h", "listen_path": "/",
+                            "hosts": ["api.example.com"],
+                            "upstream": upstream.url}]})
+    conn = gw.connect(timeout=5)
+    try:
+        sock = None
+        for i in range(5):
+            status, _, body = gw.request(
+                "POST", "/echo?i=%d" % i, body=b"x" * (i * 1000),
+                headers={"Host": "api.example.com"}, conn=conn)
+            assert status == 200
+            seen = json.loads(body)
+            assert seen["path"] == "/echo?i=%d" % i
+            assert seen["length"] == i * 1000
+            sock = sock or conn.sock
+            assert conn.sock is sock
+        status, _, body = gw.get("/bytes/300000", conn=conn,
+                                 headers={"Host": "api.example.com"})
+        assert status == 200 and len(body) == 300000
+    finally:
+        conn.close()
+
+
+def test_api_with_own_listener_served_only_there(gateway, upstream_factory):
+    shared, own = upstream_factory(), upstream_factory()
+    own_port = free_port()
+    gw = gateway({"apis": [
+        {"name": "shared", "listen_path": "/", "upstream": shared.url},
+        {"name": "own", "listen": ["127.0.0.1:%d" % own_port],
+         "upstream": own.url},
+    ]})
+    assert wait_until(lambda: connectable(own_port))
+    assert landed(gw, "/echo")[0] == shared.port
+    conn = http.client.HTTPConnection("127.0.0.1", own_port,
+                                      timeout=5 * SLOW)
+    try:
+        for i in range(4):
+            conn.request("GET", "/echo?i=%d" % i)
+            resp = conn.getresponse()
+            seen = json.loads(resp.read())
+            assert resp.status == 200
+            assert seen["port"] == own.port
+            assert seen["path"] == "/echo?i=%d" % i
+    finally:
+        conn.close()
+    assert len(own.requests) == 4
