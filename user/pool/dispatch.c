@@ -314,7 +314,7 @@ static void dispatch_send(struct pool_worker *w, struct pool_call *call)
 	free(call->msg);
 	call->msg = NULL;
 	if (err) {
-		supervise_lost(w, "send failed");
+		supervise_lost(w, "send-failed");
 		return;
 	}
 	supervise_timer_arm(w);

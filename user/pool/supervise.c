@@ -144,7 +144,7 @@ static void worker_write_cb(int fd, short what, void *arg)
 		return;
 	event_del(w->write_ev);
 	if (err) {
-		supervise_lost(w, "send failed");
+		supervise_lost(w, "send-failed");
 		dispatch_run(w->pool);
 	}
 }
@@ -231,7 +231,7 @@ static void worker_timer_cb(int fd, short what, void *arg)
 	switch (w->state) {
 	case WORKER_STARTING:
 		if (now >= w->started_ms + POOL_START_TIMEOUT)
-			supervise_lost(w, "no ready in time");
+			supervise_lost(w, "start-timeout");
 		break;
 	case WORKER_READY:
 	case WORKER_DRAINING:
@@ -358,7 +358,7 @@ int supervise_spawn(struct pool *pool, const char *reason)
 	if (!err)
 		err = worker_send_init(w);
 	if (err) {
-		supervise_lost(w, "init failed");
+		supervise_lost(w, "init-failed");
 		return err;
 	}
 	supervise_timer_arm(w);
@@ -544,8 +544,9 @@ static void worker_reaped(struct pool_worker *w, int status)
 	if (w->state != WORKER_CLOSED)
 		supervise_lost(w, "exited");
 	if (w->lost)
-		log_warn("worker died pid=%d %s calls_failed=%d served=%llu",
-			 w->pid, how, w->failed_calls,
+		log_warn("worker died pid=%d reason=%s %s calls_failed=%d "
+			 "served=%llu",
+			 w->pid, w->close_reason, how, w->failed_calls,
 			 (unsigned long long)w->served);
 	else
 		log_info("worker exited pid=%d reason=%s %s served=%llu",
@@ -740,7 +741,7 @@ static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
 	iov.iov_base = sb.data;
 	iov.iov_len = sb.size;
 	if (worker_send(w, &iov, 1))
-		supervise_lost(w, "send failed");
+		supervise_lost(w, "send-failed");
 	msgpack_sbuffer_destroy(&sb);
 }
 
@@ -756,7 +757,7 @@ static void on_message(struct pool_worker *w, const char *raw, size_t len)
 	    up.data.type != MSGPACK_OBJECT_MAP) {
 		log_error("worker sent a malformed message pid=%d bytes=%zu",
 			  w->pid, len);
-		supervise_lost(w, "protocol");
+		supervise_lost(w, "protocol-error");
 		goto done;
 	}
 	t = wire_get(&up.data, "t");
@@ -794,8 +795,8 @@ static void worker_read_cb(int fd, short what, void *arg)
 			if (r != -EPIPE && r != -ECONNRESET)
 				log_error("worker socket pid=%d: %s", w->pid,
 					  strerror(-r));
-			supervise_lost(w, r == -EPIPE ? "end of stream"
-						      : "receive failed");
+			supervise_lost(w, r == -EPIPE ? "end-of-stream"
+						      : "receive-failed");
 			break;
 		}
 		if (r == 0)
