@@ -51,6 +51,9 @@ class Context:
         self.quick = args.quick
         self.rounds = args.rounds or (1 if args.quick else 3)
         self.duration = args.duration or (2 if args.quick else 3)
+        # An unrecorded 1 s run per target and size first (connections,
+        # caches, upstream pools); --quick skips it to stay under 2 minutes.
+        self.warmup = not args.quick
         self.idle_conns = plain.IDLE_CONNS
         self.blocking_n = 16 if args.quick else 64
         self.sluiced = targets.sluiced_binary()

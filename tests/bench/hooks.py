@@ -56,7 +56,7 @@ def noop_cost(ctx, target):
     paths = ["/plain/64B", "/noop/64B"]
     load_runs = {p: [] for p in paths}
     lat_runs = {p: [] for p in paths}
-    for p in paths:
+    for p in paths if ctx.warmup else ():
         _wrk(target, p, 1, 2, 32)
     for rnd in range(ctx.rounds):
         order = paths if rnd % 2 == 0 else paths[::-1]
@@ -99,7 +99,7 @@ def cpu_scaling(ctx, one, two):
     """A hook burning 2 ms of CPU: 2 workers vs 1."""
     pools = [("1 worker", one), ("2 workers", two)]
     runs = {name: [] for name, _ in pools}
-    for _, t in pools:
+    for _, t in pools if ctx.warmup else ():
         _wrk(t, "/cpu/64B", 1, 1, 8)
     for rnd in range(ctx.rounds):
         order = pools if rnd % 2 == 0 else pools[::-1]

@@ -9,6 +9,7 @@ import load
 import procs
 import report
 from report import fmt, median
+from targets import http_status
 
 SIZES = ["64B", "4KiB", "1MiB"]
 IDLE_CONNS = 5000
@@ -41,18 +42,13 @@ def start_sluiced(ctx):
         raise RuntimeError(f"{binary} is not built")
     t = ctx.servers.sluiced("sluiced-plain", "plain.yaml",
                             origin_port=ctx.origin.port)
-    status = load_check(t)
+    status = http_status(t.port, "/64B")
     if status != 200:
         ctx.servers.stop(t)
         raise RuntimeError(f"sluiced does not proxy yet (GET /64B -> "
                            f"{status or 'no answer'})")
     t.name = "sluiced"
     return t
-
-
-def load_check(target):
-    from targets import http_status
-    return http_status(target.port, "/64B")
 
 
 def measure(ctx, target, size, duration):
@@ -69,7 +65,7 @@ def measure(ctx, target, size, duration):
 def run_rounds(ctx, targets):
     results = {(t.name, size): [] for t in targets for size in SIZES}
     # Warm-up: connections, caches and upstream pools, not recorded.
-    for size in SIZES:
+    for size in SIZES if ctx.warmup else ():
         for t in targets:
             measure(ctx, t, size, 1)
     for rnd in range(ctx.rounds):
