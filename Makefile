@@ -243,8 +243,10 @@ lint:
 
 # ---- bench -----------------------------------------------------------------
 
+# `make bench BENCH_ARGS=--quick` (or --only plain|hooks|splice, --rounds N,
+# --duration S): see docs/bench.md.
 bench: deps all
-	$(Q)SLUICE_BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py
+	$(Q)SLUICE_BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
 
 # ---- install ---------------------------------------------------------------
 
