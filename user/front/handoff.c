@@ -62,11 +62,15 @@ bool handoff_try(struct conn *c)
 	if (!h || !up_pending || !down_pending)
 		goto fail;
 
-	/* What the client already pipelined, and what the client has not
-	 * read of the response yet, go first, in order. */
+	/* What the upstream has not been sent yet and what the client
+	 * pipelined go up first; what the client has not been sent yet goes
+	 * down first. A bufferevent freezes the start of its output buffer
+	 * against draining; these bufferevents are freed below, so thaw. */
+	evbuffer_unfreeze(bufferevent_get_output(u->bev), 1);
+	evbuffer_unfreeze(bufferevent_get_output(c->bev), 1);
+	evbuffer_add_buffer(up_pending, bufferevent_get_output(u->bev));
 	evbuffer_add_buffer(up_pending, bufferevent_get_input(c->bev));
 	evbuffer_add_buffer(down_pending, bufferevent_get_output(c->bev));
-	evbuffer_add_buffer(down_pending, bufferevent_get_output(u->bev));
 	h->t = t;
 	h->slot = c->slot;
 	h->relay =
