@@ -14,6 +14,8 @@
  *   reload:RULES        pool_reload with another rules file
  *   status | metrics    print the pool's /status object or /metrics text
  *   procs               print "procs children=N zombies=N fds=N"
+ *
+ * With POOL_WATCH set, the pool's worker observer prints "watch ..." lines.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -382,6 +384,15 @@ static void run_command(struct driver *d, char *cmd)
 	}
 }
 
+static void print_watch(void *arg, int pid, int state, const char *api,
+			uint64_t calls)
+{
+	(void)arg;
+	printf("watch pid=%d state=%d api=%s calls=%llu\n", pid, state,
+	       api ? api : "-", (unsigned long long)calls);
+	fflush(stdout);
+}
+
 static void *front_main(void *arg)
 {
 	struct driver *d = arg;
@@ -417,6 +428,8 @@ int main(int argc, char **argv)
 	d.pool = pool_start(d.pool_base, d.rules, argv[2], argv[3]);
 	if (!d.pool)
 		return 1;
+	if (getenv("POOL_WATCH"))
+		pool_watch_workers(d.pool, print_watch, NULL);
 	d.argc = argc - 4;
 	d.argv = argv + 4;
 	pthread_create(&front, NULL, front_main, &d);

@@ -206,6 +206,14 @@ fail:
 	return NULL;
 }
 
+void pool_watch_workers(struct pool *pool, pool_worker_fn fn, void *arg)
+{
+	pool->watch_fn = fn;
+	pool->watch_arg = arg;
+	for (struct pool_worker *w = pool->workers; w; w = w->next)
+		supervise_publish(w, false);
+}
+
 /* The old generation steps down: called when the first worker of the new
  * one is ready. Calls of APIs that the new rules no longer hook cannot run
  * anywhere after this. */

@@ -91,6 +91,16 @@ struct evbuffer;
 void pool_status_json(struct pool *pool, struct evbuffer *out);
 void pool_metrics(struct pool *pool, struct evbuffer *out);
 
+/* Main thread, optional: FN hears of each worker for the sluice_workers
+ * map (the front passes it on to sbpf_worker_set/delete). STATE is 0
+ * starting, 1 idle, 2 busy, or -1 once the process is gone; API names the
+ * API of a call it holds, or NULL; CALLS counts the calls it answered.
+ * Called when a worker starts, is ready and is gone, and for every worker
+ * once a second: a sample, not a per-call trace. */
+typedef void (*pool_worker_fn)(void *arg, int pid, int state, const char *api,
+			       uint64_t calls);
+void pool_watch_workers(struct pool *pool, pool_worker_fn fn, void *arg);
+
 /* `sluiced -t`: start one worker for RULES, wait for "ready", and report
  * every import error as "FILE: api NAME: traceback" on stderr. Returns 0
  * when all modules import. */

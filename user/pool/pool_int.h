@@ -139,6 +139,9 @@ struct pool {
 	char *rxbuf; /* one record */
 	size_t msg_max;
 
+	pool_worker_fn watch_fn;
+	void *watch_arg;
+
 	uint64_t next_id;
 	int crash_streak;
 	int64_t next_spawn_ms;
@@ -186,6 +189,7 @@ void supervise_tick_cb(int fd, short what, void *arg);
 void supervise_spawn_cb(int fd, short what, void *arg);
 void supervise_reap_all(struct pool *pool);
 int supervise_live_count(const struct pool *pool);
+void supervise_publish(struct pool_worker *w, bool gone);
 int worker_process_start(const char *worker_path, const char *hooks_dir,
 			 pid_t *pid, int *fd);
 int worker_send(struct pool_worker *w, const struct iovec *iov, int iovcnt);

@@ -182,6 +182,18 @@ static int pool_min(const struct pool *pool)
 					   : 0;
 }
 
+/* Tell the observer (the sluice_workers map) what W is now. */
+void supervise_publish(struct pool_worker *w, bool gone)
+{
+	struct pool *pool = w->pool;
+	int state = w->state == WORKER_STARTING ? 0 : w->ncalls ? 2 : 1;
+
+	if (!pool->watch_fn)
+		return;
+	pool->watch_fn(pool->watch_arg, w->pid, gone ? -1 : state,
+		       w->calls ? w->calls->papi->name : NULL, w->served);
+}
+
 /* ---- timers ------------------------------------------------------------- */
 
 void supervise_timer_arm(struct pool_worker *w)
@@ -353,6 +365,7 @@ int supervise_spawn(struct pool *pool, const char *reason)
 	pool->spawned++;
 	log_info("worker spawned pid=%d generation=%u reason=%s", w->pid,
 		 w->generation, reason);
+	supervise_publish(w, false);
 
 	err = worker_events_new(w);
 	if (!err)
@@ -573,6 +586,7 @@ void supervise_reap_all(struct pool *pool)
 			status = 0; /* ECHILD: someone else reaped it */
 		*p = w->next;
 		worker_reaped(w, status);
+		supervise_publish(w, true);
 		worker_free(w);
 	}
 }
@@ -671,6 +685,7 @@ static void on_ready(struct pool_worker *w, const msgpack_object *msg)
 		supervise_drain(w, "reload");
 	}
 	supervise_timer_arm(w);
+	supervise_publish(w, false);
 }
 
 static void on_log(struct pool_worker *w, const msgpack_object *msg)
@@ -863,8 +878,11 @@ void supervise_tick_cb(int fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	supervise_reap_all(pool);
-	for (struct pool_worker *w = pool->workers; w; w = w->next)
+	for (struct pool_worker *w = pool->workers; w; w = w->next) {
 		tick_worker(w, now, &live);
+		if (w->state != WORKER_CLOSED)
+			supervise_publish(w, false);
+	}
 	kv_sweep(pool->kv);
 	supervise_ensure_min(pool);
 	dispatch_run(pool);
