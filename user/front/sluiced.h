@@ -54,9 +54,10 @@ struct front_thread {
 	struct rules *next_rules; /* under d->lock */
 	struct event *control;
 
-	LIST_HEAD(, conn) conns;
-	LIST_HEAD(, handoff) handoffs; /* connections given to relays */
-	int conn_count;		       /* both kinds */
+	LIST_HEAD(conn_list, conn) conns;
+	LIST_HEAD(handoff_list, handoff)
+	handoffs;	/* connections given to relays */
+	int conn_count; /* both kinds */
 	/* Idle keep-alive upstream connections, most recent first. */
 	TAILQ_HEAD(upconn_list, upconn) idle;
 	int idle_count;
