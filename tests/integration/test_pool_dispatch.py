@@ -9,8 +9,6 @@ import os
 import re
 import subprocess
 
-import pytest
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(ROOT, os.environ.get("SLUICE_BUILD", "build"))

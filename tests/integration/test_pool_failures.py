@@ -3,12 +3,14 @@ past its deadline, a hook that kills its worker, one that raises, modules
 that do not import, full and slow queues. Each failure stays with its own
 request; the next request is served."""
 
+import json
 import os
 import subprocess
 import time
 
 from conftest import BUILD, SLOW
-from pool_helpers import echoed, hooked_rules, pool, post, wait_pool
+from pool_helpers import (echoed, hooked_rules, parallel, pool, post,
+                          wait_pool)
 
 
 def test_deadline_answers_504_kills_the_worker_and_replaces_it(
@@ -99,7 +101,6 @@ def test_import_error_answers_503_saying_why(gateway, upstream, tmp_path):
 
 
 def test_check_mode_imports_hooks_and_reports_errors(upstream, tmp_path):
-    import json
     good = hooked_rules(tmp_path, upstream, {"fine": {"pre": ["pt.tag"]}})
     bad = hooked_rules(tmp_path, upstream, {
         "fine": {"pre": ["pt.tag"]}, "broken": {"pre": ["pt.nosuch"]}})
@@ -120,7 +121,6 @@ def test_check_mode_imports_hooks_and_reports_errors(upstream, tmp_path):
 
 
 def test_full_queue_and_long_wait_answer_503(gateway, upstream, tmp_path):
-    from pool_helpers import parallel
     gw = gateway(hooked_rules(tmp_path, upstream, {
         "one": {"pre": ["pt.sleepy"], "config": {"sleep": 0.5},
                 "max_inflight": 1, "queue": 2, "queue_timeout_ms": 700}}))

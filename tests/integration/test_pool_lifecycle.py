@@ -47,6 +47,15 @@ def test_sleeping_hook_does_not_delay_plain_or_other_hooked_api(
     assert max(d for _, d in slow) < 3.5 * SLOW
 
 
+def test_get_without_a_body_runs_the_hook(gateway, upstream, tmp_path):
+    gw = gateway(hooked_rules(tmp_path, upstream,
+                              {"tag": {"pre": ["pt.tag"]}}))
+    wait_pool(gw)
+    status, _, body = gw.get("/tag/echo")
+    assert status == 200
+    assert echoed(body)["x-version"] == "1"
+
+
 def test_hundreds_of_async_sleeps_run_at_once_on_two_workers(
         gateway, upstream, tmp_path):
     gw = gateway(hooked_rules(tmp_path, upstream, {
