@@ -130,7 +130,18 @@ $(BUILD)/obj/user/worker/%.o: user/worker/%.c | $(SKELETONS)
 $(BUILD)/obj/user/%.o: user/%.c | $(SKELETONS)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	$(Q)$(CC) $(CFLAGS) -DSLUICE_VERSION='"$(VERSION)"' -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# The version every part reports, rewritten only when it changes so that
+# objects built at different commits never disagree.
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@echo '#define SLUICE_VERSION "$(VERSION)"' > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+$(BUILD)/obj/user/front/main.o $(BUILD)/obj/user/front/admin.o: $(BUILD)/version.h
+
+FORCE:
 
 # llhttp is shipped as C sources by Debian's node-llhttp; strict mode makes
 # it refuse what request smuggling relies on.

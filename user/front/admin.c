@@ -13,6 +13,7 @@
 #include "bpf/bpf.h"
 #include "common/log.h"
 #include "front/sluiced.h"
+#include "version.h"
 #include "pool/pool.h"
 #include "stats_html.h"
 

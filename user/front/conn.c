@@ -98,6 +98,7 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 
 static void conn_release_exchange(struct conn *c)
 {
+	body_splice_stop(c);
 	if (c->up) {
 		upstream_release(c->up, false);
 		c->up = NULL;
@@ -192,6 +193,8 @@ static void conn_reset_exchange(struct conn *c)
 	c->resp_done = false;
 	c->bytes_in = c->bytes_out = 0;
 	c->response_hooks = false;
+	c->splice_left = c->splice_len = 0;
+	c->splice_up = false;
 	if (c->body)
 		evbuffer_drain(c->body, evbuffer_get_length(c->body));
 }
@@ -201,6 +204,7 @@ void conn_finish(struct conn *c)
 	int64_t latency = now_us() - c->started_us;
 	bool handed_off;
 
+	body_splice_stop(c);
 	if (c->slot >= 0) {
 		stats_record(&c->t->stats, c->slot, c->status, latency,
 			     c->bytes_in, c->bytes_out);
@@ -463,12 +467,15 @@ static void conn_route(struct conn *c)
 {
 	const struct http_header *host;
 	const char *why = NULL;
-	const char *target;
+	const char *method, *target;
 	size_t path_len;
 	char buf[8192];
 	int status, n;
 
 	c->rules = rules_ref(c->t->rules);
+	/* Kept as text: a spliced body restarts the parser, which forgets. */
+	method = llhttp_method_name(c->parser.method);
+	http_span_set(&c->req, &c->req.method, method, strlen(method));
 	status = conn_check_head(c, &why);
 	if (status) {
 		conn_fail(c, status, why);
@@ -518,6 +525,9 @@ static void conn_route(struct conn *c)
 	}
 	c->phase = CONN_FORWARD;
 	upstream_forward(c, NULL);
+	if (c->up && c->req_has_body && !c->req_chunked &&
+	    body_splice_wanted(c, c->req_length))
+		body_splice_request(c);
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -544,7 +554,7 @@ static bool conn_wants_input(const struct conn *c)
 	if (c->phase == CONN_READ_HEAD)
 		return true;
 	return (c->phase == CONN_FORWARD || c->phase == CONN_READ_BODY) &&
-	       !c->req_done && !c->read_blocked;
+	       !c->req_done && !c->read_blocked && !c->splice_up;
 }
 
 static void conn_parse_error(struct conn *c, llhttp_errno_t err)
@@ -645,6 +655,10 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 			conn_free(c);
 		return;
 	}
+	if (c->splice_left && !c->splice_up) {
+		body_splice_resume(c);
+		return;
+	}
 	/* The client took the response bytes: let the upstream go on. */
 	if (c->up && c->phase == CONN_FORWARD)
 		bufferevent_enable(c->up->bev, EV_READ);
@@ -699,7 +713,11 @@ static void conn_header_timeout(evutil_socket_t fd, short what, void *arg)
 void conn_log_access(struct conn *c, int64_t latency_us)
 {
 	struct sluiced *d = c->t->d;
-	const char *method = llhttp_method_name(c->parser.method);
+	const char *method = c->req.method.len
+				 ? http_str(&c->req, c->req.method)
+				 : llhttp_method_name(c->parser.method);
+	int method_len =
+	    c->req.method.len ? (int)c->req.method.len : (int)strlen(method);
 	const char *api = c->api ? c->api->name : "-";
 	const char *up = c->upstream ? c->upstream->host_port : "-";
 	int tlen = (int)c->req.target.len;
@@ -722,20 +740,21 @@ void conn_log_access(struct conn *c, int64_t latency_us)
 
 	if (c->t->rules->access_log.format == RULES_LOG_COMBINED)
 		n = snprintf(line, sizeof(line),
-			     "%s - - \"%s %s HTTP/%d.%d\" %d %llu api=%s "
+			     "%s - - \"%.*s %s HTTP/%d.%d\" %d %llu api=%s "
 			     "upstream=%s duration_ms=%.3f\n",
-			     c->peer, method, safe, c->req.major, c->req.minor,
-			     c->status, (unsigned long long)c->bytes_out, api,
-			     up, latency_us / 1000.0);
+			     c->peer, method_len, method, safe, c->req.major,
+			     c->req.minor, c->status,
+			     (unsigned long long)c->bytes_out, api, up,
+			     latency_us / 1000.0);
 	else
 		n = snprintf(line, sizeof(line),
-			     "{\"client\":\"%s\",\"method\":\"%s\","
+			     "{\"client\":\"%s\",\"method\":\"%.*s\","
 			     "\"target\":\"%s\",\"api\":\"%s\","
 			     "\"upstream\":\"%s\",\"status\":%d,"
 			     "\"bytes_in\":%llu,\"bytes_out\":%llu,"
 			     "\"duration_ms\":%.3f}\n",
-			     c->peer, method, safe, api, up, c->status,
-			     (unsigned long long)c->bytes_in,
+			     c->peer, method_len, method, safe, api, up,
+			     c->status, (unsigned long long)c->bytes_in,
 			     (unsigned long long)c->bytes_out,
 			     latency_us / 1000.0);
 	if (n > (int)sizeof(line))

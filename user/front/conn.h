@@ -28,6 +28,7 @@
 struct bufferevent;
 struct evbuffer;
 struct pool_call;
+struct relay_body;
 
 enum conn_phase {
 	CONN_READ_HEAD = 0, /* waiting for, or reading, a request head */
@@ -110,6 +111,12 @@ struct conn {
 	struct pool_call *call; /* pending; conn_free waits for it */
 	bool dead;		/* client gone while a call is pending */
 	bool response_hooks;	/* buffer the response for a 2nd visit */
+
+	/* Large bodies by splice(2) (bodysplice.c). */
+	uint64_t splice_left; /* body bytes not yet moved */
+	uint64_t splice_len;  /* bytes given to the pipe; 0: not started */
+	bool splice_up;	      /* request body (else response body) */
+	struct relay_body *body_relay;
 };
 
 extern const llhttp_settings_t conn_request_settings;
@@ -148,6 +155,13 @@ void hooked_body(struct conn *c, const char *data, size_t len);
 void hooked_body_done(struct conn *c);
 /* Response side: called by upstream.c with the complete response. */
 void hooked_response(struct conn *c);
+
+/* bodysplice.c */
+bool body_splice_wanted(const struct conn *c, uint64_t length);
+bool body_splice_request(struct conn *c);
+void body_splice_response(struct conn *c);
+void body_splice_resume(struct conn *c);
+void body_splice_stop(struct conn *c);
 
 /* access log (conn.c) */
 void conn_log_access(struct conn *c, int64_t latency_us);

@@ -27,11 +27,9 @@
 #include "front/admin.h"
 #include "front/relay.h"
 #include "front/sluiced.h"
+#include "version.h"
 #include "pool/pool.h"
 
-#ifndef SLUICE_VERSION
-#define SLUICE_VERSION "dev"
-#endif
 
 static void usage(FILE *out)
 {
@@ -62,7 +60,7 @@ static bool file_exists(const char *path)
  * PREFIX/share/sluice/hooks. */
 static void find_companions(struct sluiced *d)
 {
-	char exe[PATH_MAX], dir[PATH_MAX], probe[PATH_MAX + 64];
+	char exe[PATH_MAX], dir[PATH_MAX - 64], probe[PATH_MAX + 64];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	const char *hooks_env = getenv("SLUICE_HOOKS_DIR");
 	static const char *const hook_candidates[] = {

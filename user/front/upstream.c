@@ -275,6 +275,10 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = u->owner;
 
 	(void)bev;
+	if (c && c->splice_up) {
+		body_splice_resume(c);
+		return;
+	}
 	if (c && c->read_blocked) {
 		c->read_blocked = false;
 		bufferevent_enable(c->bev, EV_READ);
@@ -361,9 +365,18 @@ static int on_resp_headers_complete(llhttp_t *p)
 		 * an upgraded tunnel, which we never ask for. */
 		return c->status == 101 ? -1 : 0;
 	}
-	if (!c->response_hooks)
-		upstream_write_response_head(c, NULL);
-	return c->is_head_method ? 1 : 0;
+	if (c->response_hooks)
+		return c->is_head_method ? 1 : 0;
+	upstream_write_response_head(c, NULL);
+	if (c->is_head_method)
+		return 1;
+	if ((p->flags & F_CONTENT_LENGTH) && c->req_done && c->status != 204 &&
+	    c->status != 304 && body_splice_wanted(c, p->content_length)) {
+		/* The body goes by splice(2): stop right after the head. */
+		c->splice_left = p->content_length;
+		return HPE_PAUSED;
+	}
+	return 0;
 }
 
 static int on_resp_body(llhttp_t *p, const char *at, size_t len)
@@ -486,6 +499,8 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->resp_done)
 		up_response_done(c);
+	else if (c->splice_left && !c->splice_up && c->splice_len == 0)
+		body_splice_response(c);
 }
 
 static void up_event_cb(struct bufferevent *bev, short what, void *arg)
