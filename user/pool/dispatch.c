@@ -335,19 +335,25 @@ static struct pool_api *dispatch_next_api(struct pool *pool)
 	return best;
 }
 
-/* Calls that could run now but for a worker: what growth is for. */
+/* Workers it would take to run the calls that wait only for a worker:
+ * what growth is for. A new worker takes one sync call, or up to
+ * python.concurrency calls of an async API. */
 static int dispatch_waiting(const struct pool *pool)
 {
-	int waiting = 0;
+	int slots = pool->rules->python.concurrency;
+	int need = 0;
 
+	if (slots < 1)
+		slots = 1;
 	for (const struct pool_api *p = pool->apis; p; p = p->next) {
 		int room = p->max_inflight - p->inflight;
+		int n = p->queued < room ? p->queued : room;
 
-		if (!p->blocked || p->error)
+		if (!p->blocked || p->error || n <= 0)
 			continue;
-		waiting += p->queued < room ? p->queued : room;
+		need += p->is_async ? (n + slots - 1) / slots : n;
 	}
-	return waiting;
+	return need;
 }
 
 /* Refuse the calls of this intake batch (id above MARK) that do not fit in
@@ -539,10 +545,12 @@ void dispatch_on_result(struct pool_worker *w, const msgpack_object *msg,
 	w->served++;
 	pool->crash_streak = 0;
 	if (ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean) {
-		char *reply = malloc(raw_len ? raw_len : 1);
+		char *reply = malloc(raw_len + 1);
 
-		if (reply)
+		if (reply) {
 			memcpy(reply, raw, raw_len);
+			reply[raw_len] = '\0';
+		}
 		dispatch_complete(call, reply ? POOL_OK : POOL_HOOK_ERROR,
 				  reply ? NULL : strdup("out of memory"), reply,
 				  reply ? raw_len : 0);

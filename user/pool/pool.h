@@ -52,7 +52,9 @@ struct pool_call {
 
 	/* Set by the pool before done(). */
 	enum pool_result result;
-	char *reply; /* msgpack "result" map (POOL_OK), malloc'd */
+	char *reply; /* msgpack "result" map (POOL_OK), malloc'd; a NUL
+		      * follows its reply_len bytes, so C string functions
+		      * on the strings inside stop at its end */
 	size_t reply_len;
 	char *error; /* malloc'd text or NULL */
 

@@ -63,6 +63,7 @@ struct pool_api {
 	 * error: last line of the traceback, NULL when the modules import. */
 	unsigned status_gen;
 	char *error;
+	bool is_async; /* every hook async (same report): calls share */
 
 	uint64_t results[POOL_RESULT_COUNT];
 	uint64_t hist[POOL_HIST_BUCKETS + 1]; /* last: +Inf */

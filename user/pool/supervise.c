@@ -411,9 +411,9 @@ void supervise_ensure_min(struct pool *pool)
 	}
 }
 
-/* WAITING calls could run now but for a worker: start more, one per call
- * not already covered by a starting worker, up to workers.max. Growth waits
- * until this generation has said which modules import. */
+/* WAITING more workers would take calls that wait now: start as many as
+ * are not already starting, up to workers.max. Growth waits until this
+ * generation has said which modules import (and which APIs are async). */
 void supervise_grow(struct pool *pool, int waiting)
 {
 	int live, starting;
@@ -615,6 +615,7 @@ static void on_ready_status(struct pool_worker *w, const msgpack_object *errs)
 		if (!p->api)
 			continue;
 		p->status_gen = pool->generation;
+		p->is_async = w->async_api && w->async_api[p->api->index];
 		free(p->error);
 		p->error = NULL;
 	}
