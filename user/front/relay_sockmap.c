@@ -2,8 +2,10 @@
  * accounting that makes it correct.
  *
  * Hand-over: the bytes the front already read go out first, by plain
- * writes; only then do both sockets enter sluice_pairs (bytes that queued
- * up meanwhile are flushed through the verdict by sbpf_pair_add()).
+ * writes, then whatever is still queued on the sockets (see
+ * sockmap_try_insert()); only then do both sockets enter sluice_pairs
+ * (what arrives after the last sweep is flushed through the verdict by
+ * sbpf_pair_add()).
  *
  * FIN: redirects to egress are asynchronous, so a FIN passed on at once
  * would overtake data. On a hang-up of X the direction X -> Y waits until Y
@@ -46,6 +48,8 @@
 /* Socket receive buffer once a pair has fallen back to a pipe: the sender
  * then fills at most this much while the slow reader catches up. */
 #define RELAY_FALLBACK_RCVBUF (256 * 1024)
+/* Pending bytes read per sweep before the insertion. */
+#define RELAY_SWEEP_MAX (256 * 1024)
 
 /* Bytes written into FD's send side so far: acked plus still queued.
  * Reading the queue first over-estimates (used for the baseline), reading
@@ -298,6 +302,53 @@ static int sockmap_insert(struct relay *relay)
 	return 0;
 }
 
+/* Read what is queued on FROM into the direction's pending bytes, until
+ * the queue is empty (EAGAIN or EOF) or RELAY_SWEEP_MAX is held. */
+static int dir_sweep(struct relay_dir *dir)
+{
+	ssize_t n;
+
+	while (evbuffer_get_length(dir->buf) < RELAY_SWEEP_MAX) {
+		n = evbuffer_read(dir->buf, dir->from, RELAY_SWEEP_MAX);
+		if (n == 0 || (n < 0 && errno == EAGAIN))
+			return 0;
+		if (n < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* The verdict reads a socket's queue a whole skb at a time, without
+ * regard to what recv() already took from the first one: bytes the front
+ * read from an skb whose rest is still queued would be redirected twice.
+ * So the receive queues are emptied into the pending bytes right before
+ * the insertion (anything arriving after that is a fresh skb), and the
+ * insertion waits until a sweep finds both queues empty. */
+static int sockmap_try_insert(struct relay *relay)
+{
+	int err, i;
+
+	for (i = 0; i < 2; i++)
+		if (evbuffer_get_length(relay->dir[i].buf) > 0)
+			return 0; /* still writing: comes back here */
+	for (i = 0; i < 2; i++) {
+		err = dir_sweep(&relay->dir[i]);
+		if (err < 0)
+			return err;
+	}
+	if (evbuffer_get_length(relay->dir[0].buf) > 0 ||
+	    evbuffer_get_length(relay->dir[1].buf) > 0) {
+		for (i = 0; i < 2; i++)
+			event_active(relay->dir[i].ev_write, EV_WRITE, 0);
+		return 0;
+	}
+	for (i = 0; i < 2; i++) {
+		event_free(relay->dir[i].ev_write);
+		relay->dir[i].ev_write = NULL;
+	}
+	return sockmap_insert(relay);
+}
+
 static void pending_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay_dir *dir = arg;
@@ -319,12 +370,7 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		dir->bytes += n;
 	}
-	/* No write event left marks this direction's pending bytes done. */
-	event_free(dir->ev_write);
-	dir->ev_write = NULL;
-	if (relay->dir[0].ev_write || relay->dir[1].ev_write)
-		return;
-	err = sockmap_insert(relay);
+	err = sockmap_try_insert(relay);
 	if (err < 0)
 		relay_finish(relay, err);
 }
