@@ -81,6 +81,11 @@ class Gateway:
         if wait and self.port and not wait_port(self.port, self.proc):
             self.stop(check=False)
             pytest.fail("sluiced did not start:\n" + self.log())
+        # Signal handlers are installed after the listeners accept: wait
+        # for the start-up line, so a test's HUP or TERM is not fatal.
+        if wait and self.port and not self.wait_log("started version="):
+            self.stop(check=False)
+            pytest.fail("sluiced did not finish starting:\n" + self.log())
 
     def write_rules(self, rules):
         with open(self.path, "w") as f:
