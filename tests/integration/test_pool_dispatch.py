@@ -136,3 +136,18 @@ def test_worker_that_cannot_start_backs_off(tmp_path):
     # Without a backoff this would be hundreds in two seconds.
     assert 2 <= spawns <= 20
     assert "worker respawn backoff_ms=" in err
+
+
+def test_sync_call_is_not_starved_by_a_stream_of_async_calls(tmp_path):
+    path = rules(tmp_path, {
+        "async": {"max_inflight": 1000, "queue": 1000,
+                  "queue_timeout_ms": 20000},
+        "sync": {"queue_timeout_ms": 20000}},
+        workers=(1, 1), concurrency=10)
+    _, out, _ = drive(path, "call:sync:1", "burst:async:5,sync:1,async:100")
+    lines = dict(re.findall(r"burst api=(\w+) ok=\d+ failed=0 last_ms=(\d+)",
+                            out))
+    # The one worker stops taking async calls, empties (0.3 s) and runs
+    # the sync call (0.1 s); the 100 later async calls wait for it.
+    assert int(lines["sync"]) < 1500
+    assert int(lines["async"]) > 3000

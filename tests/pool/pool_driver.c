@@ -10,6 +10,8 @@
  *                       "call api=API n=N ok=.. hook_error=.. ... ms=.."
  *   reply:API[:BYTES]   one call (a body of BYTES); print the X-* request
  *                       headers the result set
+ *   burst:A:N,B:M       submit N calls of A then M of B at once; print
+ *                       "burst api=A ok=.. failed=.. last_ms=.." per API
  *   sleep:MS            let the pool run for MS
  *   reload:RULES        pool_reload with another rules file
  *   status | metrics    print the pool's /status object or /metrics text
@@ -52,6 +54,14 @@ struct driver {
 
 	int pending;
 	int counts[8];
+	/* burst: per API, calls answered OK and when the last one was */
+	struct burst_api {
+		char name[64];
+		int ok, failed;
+		int64_t last_ms;
+	} burst[8];
+	int burst_count;
+	int64_t burst_start;
 	char first_error[512];
 	char headers[512];
 	int argc;
@@ -248,10 +258,28 @@ done:
 	msgpack_unpacked_destroy(&up);
 }
 
+static int64_t now_ms(void);
+
+static void burst_note(struct driver *d, const struct pool_call *call)
+{
+	for (int i = 0; i < d->burst_count; i++) {
+		struct burst_api *b = &d->burst[i];
+
+		if (strcmp(b->name, call->api_name))
+			continue;
+		if (call->result == POOL_OK)
+			b->ok++;
+		else
+			b->failed++;
+		b->last_ms = now_ms() - d->burst_start;
+	}
+}
+
 static void call_done(struct pool_call *call)
 {
 	struct driver *d = call->arg;
 
+	burst_note(d, call);
 	d->counts[call->result]++;
 	if (call->error && !d->first_error[0])
 		snprintf(d->first_error, sizeof(d->first_error), "%s",
@@ -314,6 +342,47 @@ static void run_calls(struct driver *d, const char *api, int n,
 	fflush(stdout);
 }
 
+/* "burst:A:N,B:M": submit every call at once, in that order; print one
+ * line per API with when its last call ended. */
+static void run_burst(struct driver *d, char *spec)
+{
+	struct timeval limit = {CALL_WAIT_S, 0};
+	char *save = NULL;
+
+	d->burst_count = 0;
+	d->pending = 0;
+	d->burst_start = now_ms();
+	for (char *item = strtok_r(spec, ",", &save);
+	     item && d->burst_count < 8; item = strtok_r(NULL, ",", &save)) {
+		struct burst_api *b = &d->burst[d->burst_count++];
+		char *colon = strchr(item, ':');
+		int n = colon ? atoi(colon + 1) : 1;
+
+		if (colon)
+			*colon = '\0';
+		memset(b, 0, sizeof(*b));
+		snprintf(b->name, sizeof(b->name), "%s", item);
+		d->pending += n;
+		for (int i = 0; i < n; i++) {
+			struct pool_call *call = calloc(1, sizeof(*call));
+
+			encode_call(call, item, "request", 0);
+			call->origin = d->front_base;
+			call->done = call_done;
+			call->arg = d;
+			pool_submit(d->pool, call);
+		}
+	}
+	event_base_loopexit(d->front_base, &limit);
+	event_base_loop(d->front_base, EVLOOP_NO_EXIT_ON_EMPTY);
+	for (int i = 0; i < d->burst_count; i++)
+		printf("burst api=%s ok=%d failed=%d last_ms=%lld\n",
+		       d->burst[i].name, d->burst[i].ok, d->burst[i].failed,
+		       (long long)d->burst[i].last_ms);
+	d->burst_count = 0;
+	fflush(stdout);
+}
+
 /* ---- processes ---------------------------------------------------------- */
 
 static void print_procs(void)
@@ -369,6 +438,8 @@ static void run_command(struct driver *d, char *cmd)
 		n = strtok(NULL, ":");
 		run_calls(d, api, 1, "request", n ? strtoul(n, NULL, 10) : 0,
 			  true);
+	} else if (strncmp(cmd, "burst:", 6) == 0) {
+		run_burst(d, cmd + 6);
 	} else if (strncmp(cmd, "sleep:", 6) == 0) {
 		usleep(atoi(cmd + 6) * 1000);
 	} else if (strncmp(cmd, "reload:", 7) == 0) {

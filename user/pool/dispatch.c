@@ -16,7 +16,10 @@
  *   3. failing that the call waits, and the pool grows (up to workers.max)
  *      while calls wait.
  * A sync hook therefore never shares a worker, and an async call never
- * waits behind a sync one.
+ * waits behind a sync one. So that steady async traffic cannot keep every
+ * worker busy for good while a sync call waits at workers.max, such a
+ * sync call reserves one worker that holds async calls: it takes no new
+ * ones, empties, and is then idle for the oldest waiting call.
  *
  * A call past its deadline completes with POOL_TIMEOUT at once. Its worker
  * takes no new call; it is killed as soon as it holds no other live call
@@ -282,7 +285,7 @@ static struct pool_worker *dispatch_pick(struct pool *pool,
 		if (w->ncalls == 0) {
 			if (!idle || idle_better(pool, w, idle))
 				idle = w;
-		} else if (w->sync_calls == 0 && w->async_api &&
+		} else if (!w->reserved && w->sync_calls == 0 && w->async_api &&
 			   w->async_api[idx] &&
 			   w->ncalls < w->rules->python.concurrency &&
 			   (!shared || w->ncalls < shared->ncalls)) {
@@ -300,6 +303,8 @@ static void dispatch_send(struct pool_worker *w, struct pool_call *call)
 	struct iovec iov[2] = {{head, hlen}, {call->msg, call->msg_len}};
 	int err;
 
+	if (w->ncalls == 0)
+		w->reserved = false;
 	call->worker = w;
 	call->next = w->calls;
 	w->calls = call;
@@ -374,6 +379,29 @@ static void dispatch_trim(struct pool *pool, uint64_t mark)
 	}
 }
 
+/* PAPI's head waits and no worker can take it. When it is a sync call
+ * and the pool cannot grow, reserve the async worker with the fewest
+ * calls (unless one already is). */
+static void dispatch_reserve(struct pool *pool, const struct pool_api *papi)
+{
+	struct pool_worker *best = NULL;
+
+	if (papi->is_async ||
+	    supervise_live_count(pool) < pool->rules->python.workers_max)
+		return;
+	for (struct pool_worker *w = pool->workers; w; w = w->next) {
+		if (!worker_open(pool, w) || pool_worker_api_index(w, papi) < 0)
+			continue;
+		if (w->reserved)
+			return;
+		if (w->ncalls && w->sync_calls == 0 &&
+		    (!best || w->ncalls < best->ncalls))
+			best = w;
+	}
+	if (best)
+		best->reserved = true;
+}
+
 static void dispatch_run_mark(struct pool *pool, uint64_t mark)
 {
 	struct pool_api *papi;
@@ -388,6 +416,7 @@ static void dispatch_run_mark(struct pool *pool, uint64_t mark)
 
 		if (!w) {
 			papi->blocked = true;
+			dispatch_reserve(pool, papi);
 			continue;
 		}
 		dispatch_send(w, queue_pop(papi));

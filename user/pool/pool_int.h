@@ -110,6 +110,7 @@ struct pool_worker {
 	int ncalls;
 	int sync_calls;	  /* calls of APIs that have a sync hook */
 	bool timed_out;	  /* a call passed its deadline: kill it */
+	bool reserved;	  /* draining its async calls for a sync one */
 	bool lost;	  /* it died or broke the protocol */
 	int failed_calls; /* calls it took down with it */
 	const char *drain_reason;
