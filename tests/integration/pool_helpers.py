@@ -159,18 +159,45 @@ def zombies(gw):
     return [c for c in gw.children() if c[1].startswith("Z")]
 
 
-def unix_socket_fds(pid):
-    """How many of PID's descriptors are unix sockets (the workers'
-    socketpair ends, among others)."""
+def _tcp_ports():
+    """inode -> (local port, remote port) for every TCP socket."""
+    ports = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                lines = list(f)[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            local = int(cols[1].rsplit(":", 1)[1], 16)
+            remote = int(cols[2].rsplit(":", 1)[1], 16)
+            ports[cols[9]] = (local, remote)
+    return ports
+
+
+def fd_kinds(pid, gw_port, upstream_port):
+    """PID's descriptors by kind: "unix" sockets (the workers' channels
+    among them), "client" (accepted on GW_PORT), "upstream" (to
+    UPSTREAM_PORT), "tcp" (others: listeners, admin), "other" (pipes,
+    eventfds, epoll, files)."""
     with open("/proc/net/unix") as f:
-        inodes = {line.split()[6] for line in list(f)[1:]
-                  if len(line.split()) >= 7}
-    n = 0
+        unix = {line.split()[6] for line in list(f)[1:]
+                if len(line.split()) >= 7}
+    tcp = _tcp_ports()
+    kinds = {"unix": 0, "client": 0, "upstream": 0, "tcp": 0, "other": 0}
     for fd in os.listdir("/proc/%d/fd" % pid):
         try:
             link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
         except OSError:
             continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            n += 1
-    return n
+        inode = link[8:-1] if link.startswith("socket:[") else None
+        if inode in unix:
+            kinds["unix"] += 1
+        elif inode in tcp:
+            local, remote = tcp[inode]
+            kinds["client" if local == gw_port and remote else
+                  "upstream" if remote == upstream_port else "tcp"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
