@@ -467,7 +467,7 @@ static void conn_route(struct conn *c)
 {
 	const struct http_header *host;
 	const char *why = NULL;
-	const char *method, *target;
+	const char *method, *target, *query;
 	size_t path_len;
 	char buf[8192];
 	int status, n;
@@ -484,9 +484,8 @@ static void conn_route(struct conn *c)
 
 	host = http_head_find(&c->req, "host");
 	target = http_str(&c->req, c->req.target);
-	path_len = strcspn(target, "?");
-	if (path_len > c->req.target.len)
-		path_len = c->req.target.len;
+	query = memchr(target, '?', c->req.target.len);
+	path_len = query ? (size_t)(query - target) : c->req.target.len;
 	c->api = route_match(c->rules, c->listener,
 			     host ? http_str(&c->req, host->value) : "",
 			     host ? host->value.len : 0, target, path_len);

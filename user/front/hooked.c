@@ -281,6 +281,15 @@ static int apply_reply(struct conn *c, const msgpack_object *reply)
 	return 0;
 }
 
+/* Whether any of SET occurs in the LEN bytes at P (not NUL-terminated). */
+static bool bytes_have_any(const char *p, size_t len, const char *set)
+{
+	for (; *set; set++)
+		if (memchr(p, *set, len))
+			return true;
+	return false;
+}
+
 static int apply_request(struct conn *c, const msgpack_object *req)
 {
 	const msgpack_object *o;
@@ -288,12 +297,12 @@ static int apply_request(struct conn *c, const msgpack_object *req)
 	size_t len;
 
 	if ((o = map_get(req, "method")) && obj_bytes(o, &p, &len)) {
-		if (len == 0 || len > 32 || strcspn(p, " \r\n") < len)
+		if (len == 0 || len > 32 || bytes_have_any(p, len, " \r\n"))
 			return -1;
 		http_span_set(&c->req, &c->req.method, p, len);
 	}
 	if ((o = map_get(req, "path")) && obj_bytes(o, &p, &len)) {
-		if (len == 0 || p[0] != '/' || strcspn(p, " \r\n") < len)
+		if (len == 0 || p[0] != '/' || bytes_have_any(p, len, " \r\n"))
 			return -1;
 		http_span_set(&c->req, &c->target, p, len);
 	}

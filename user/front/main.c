@@ -30,7 +30,6 @@
 #include "version.h"
 #include "pool/pool.h"
 
-
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -219,8 +218,10 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 		 front_connection_count(d), ms);
 	d->draining = 1;
 	front_threads_drain(d);
-	event_add(event_new(d->base, -1, 0, drain_deadline, d), &deadline);
-	event_add(event_new(d->base, -1, EV_PERSIST, drain_check, d), &tick);
+	d->drain_deadline = event_new(d->base, -1, 0, drain_deadline, d);
+	d->drain_tick = event_new(d->base, -1, EV_PERSIST, drain_check, d);
+	event_add(d->drain_deadline, &deadline);
+	event_add(d->drain_tick, &tick);
 }
 
 static void on_stop(evutil_socket_t sig, short what, void *arg)
@@ -414,6 +415,10 @@ out:
 		admin_stop(d);
 	if (d->bpf)
 		sbpf_close(d->bpf);
+	if (d->drain_deadline)
+		event_free(d->drain_deadline);
+	if (d->drain_tick)
+		event_free(d->drain_tick);
 	if (d->access_log && d->access_log != stderr)
 		fclose(d->access_log);
 	if (d->base)

@@ -88,6 +88,7 @@ struct sluiced {
 
 	struct timespec started;
 	uint64_t reloads;
+	struct event *drain_deadline, *drain_tick;
 	volatile int draining;
 	volatile int stopping;
 };
