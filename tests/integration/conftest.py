@@ -281,6 +281,7 @@ def read_response(sock, buf=b"", head_only=False, timeout=10.0):
     framed by Content-Length, chunked or the close. Returns
     (RawResponse, leftover bytes)."""
     sock.settimeout(timeout * SLOW)
+    buf = bytearray(buf)  # appends stay linear for large bodies
 
     def more():
         try:
@@ -295,14 +296,14 @@ def read_response(sock, buf=b"", head_only=False, timeout=10.0):
                            % buf[:200])
         buf += data
     head, buf = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
+    lines = bytes(head).decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = [tuple(x.strip() for x in line.split(":", 1))
                for line in lines[1:] if line]
     resp = RawResponse(status, headers, b"", True)
     te = (resp.header("transfer-encoding") or "").lower()
     if head_only or status < 200 or status in (204, 304):
-        return resp, buf
+        return resp, bytes(buf)
     if "chunked" in te:
         body = bytearray()
         while True:
@@ -323,9 +324,8 @@ def read_response(sock, buf=b"", head_only=False, timeout=10.0):
                 buf += data
             if size == 0:
                 # No trailers from our upstreams: the CRLF ends it.
-                return_buf = buf[2:]
                 resp.body = bytes(body)
-                return resp, return_buf
+                return resp, bytes(buf[2:])
             body += buf[:size]
             buf = buf[size + 2:]
     if resp.header("content-length") is not None:
@@ -333,15 +333,15 @@ def read_response(sock, buf=b"", head_only=False, timeout=10.0):
         while len(buf) < n:
             data = more()
             if not data:
-                resp.body, resp.complete = buf, False
+                resp.body, resp.complete = bytes(buf), False
                 return resp, b""
             buf += data
-        resp.body = buf[:n]
-        return resp, buf[n:]
+        resp.body = bytes(buf[:n])
+        return resp, bytes(buf[n:])
     while True:
         data = more()
         if not data:
             break
         buf += data
-    resp.body = buf
+    resp.body = bytes(buf)
     return resp, b""

@@ -11,6 +11,9 @@ Paths:
   /reset-mid/N      sends a head announcing N bytes, half of them, resets
   /close            reads the request, closes without answering
   /status/CODE      empty answer with that status
+  /headers?K=V&..   "ok" with each K: V added to the response head
+Set `close_after_each` to close every connection after one answer without
+saying so (no Connection: close), as a server with a short keep-alive does.
 Every request is recorded in `requests` (method, path, headers, body).
 """
 
@@ -20,6 +23,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 
 PATTERN = bytes(range(256)) * 64
 
@@ -108,6 +112,7 @@ class Upstream:
         self.url = "http://127.0.0.1:%d" % self.port
         self.requests = []
         self.connections = 0
+        self.close_after_each = False
         self.lock = threading.Lock()
         self.running = True
         self.thread = threading.Thread(target=self.accept_loop, daemon=True)
@@ -130,7 +135,7 @@ class Upstream:
                 req, buf = read_request(conn, buf)
                 with self.lock:
                     self.requests.append(req)
-                if not self.answer(conn, req):
+                if not self.answer(conn, req) or self.close_after_each:
                     return
                 if (req.header("connection") or "").lower() == "close":
                     return
@@ -186,6 +191,10 @@ class Upstream:
             return False
         elif kind == "status":
             self.send(conn, int(parts[1]))
+        elif kind == "headers":
+            query = req.path.split("?", 1)[1] if "?" in req.path else ""
+            self.send(conn, 200, b"ok", urllib.parse.parse_qsl(query),
+                      head_only=head)
         else:
             body = json.dumps({
                 "method": req.method,
