@@ -275,3 +275,140 @@ def test_x_forwarded_for_appended_to_existing(gw, upstream):
     # Proto is what the gateway saw, never the client's claim.
     assert req.header("x-forwarded-proto") == "http"
     assert [k.lower() for k, _ in req.headers].count("x-forwarded-for") == 1
+
+
+def test_response_hop_by_hop_headers_never_reach_client(gw):
+    query = ("Connection=X-Up-Secret&X-Up-Secret=1&Keep-Alive=timeout%3D1"
+             "&Proxy-Connection=keep-alive&Upgrade=h2c&Trailer=X-T"
+             "&X-Up-Kept=yes")
+    s = raw_conn(gw)
+    try:
+        s.sendall(b"GET /headers?%s HTTP/1.1\r\nHost: x\r\n\r\n"
+                  % query.encode())
+        resp, rest = read_response(s)
+        assert resp.status == 200 and resp.body == b"ok"
+        names = {k.lower() for k, _ in resp.headers}
+        assert names.isdisjoint({"x-up-secret", "keep-alive", "upgrade",
+                                 "proxy-connection", "trailer"}), names
+        assert resp.header("x-up-kept") == "yes"
+        # The upstream's "Connection: X-Up-Secret" is not the client's
+        # connection: it stays open.
+        assert resp.header("connection") is None
+        s.sendall(b"GET /bytes/2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp, _ = read_response(s, rest)
+        assert resp.body == pattern(2)
+    finally:
+        s.close()
+
+
+def test_upstream_connection_close_does_not_close_client(gw, upstream):
+    conn = gw.connect()
+    try:
+        status, headers, body = gw.get("/headers?Connection=close",
+                                       conn=conn)
+        assert status == 200 and body == b"ok"
+        sock = conn.sock
+        assert gw.get("/bytes/7", conn=conn)[2] == pattern(7)
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("code", [204, 304, 404, 500, 503])
+def test_upstream_status_passed_through(gw, code):
+    s = raw_conn(gw)
+    try:
+        s.sendall(b"GET /status/%d HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /bytes/4 HTTP/1.1\r\nHost: x\r\n\r\n" % code)
+        resp, rest = read_response(s)
+        assert resp.status == code and resp.body == b""
+        if code in (204, 304):
+            assert resp.header("transfer-encoding") is None
+        # The next response on the connection is framed right after it.
+        resp, _ = read_response(s, rest)
+        assert resp.status == 200 and resp.body == pattern(4)
+    finally:
+        s.close()
+
+
+def test_chunked_upload_with_trailers(gw, upstream):
+    s = raw_conn(gw)
+    try:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+                  b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp, rest = read_response(s)
+        assert resp.status == 200
+        seen = json.loads(resp.body)
+        assert seen["length"] == 11 and seen["sha256"] == sha(b"hello world")
+        resp, _ = read_response(s, rest)
+        assert resp.status == 200 and resp.body == pattern(3)
+    finally:
+        s.close()
+
+
+def test_get_with_content_length_body_forwarded(gw, upstream):
+    status, _, body = gw.request("GET", "/echo", body=b"abc")
+    assert status == 200 and json.loads(body)["length"] == 3
+
+
+def test_expect_100_continue_on_no_route_gets_final_status(gateway,
+                                                          upstream):
+    gw = gateway({"apis": [{"name": "a", "listen_path": "/a/",
+                            "upstream": upstream.url}]})
+    s = raw_conn(gw)
+    try:
+        s.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n")
+        resp, rest = read_response(s)
+        # No 100 for a request that will not be served: the final status
+        # at once, and the unread body means the connection ends.
+        assert resp.status == 404
+        s.settimeout(5 * SLOW)
+        try:
+            assert rest == b"" and s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    finally:
+        s.close()
+    assert upstream.requests == []
+
+
+def test_expect_unknown_is_417(gw, upstream):
+    s = raw_conn(gw)
+    try:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n")
+        resp, _ = read_response(s)
+    finally:
+        s.close()
+    assert resp.status == 417
+    assert upstream.requests == []
+
+
+def test_expect_100_continue_from_http10_client_gets_no_100(gw, upstream):
+    s = raw_conn(gw)
+    try:
+        s.sendall(b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 2\r\n\r\nhi")
+        resp, _ = read_response(s)
+    finally:
+        s.close()
+    assert resp.status == 200 and json.loads(resp.body)["length"] == 2
+
+
+@pytest.mark.parametrize("size", [1, 65535, 65536, 1048577, 4 * 1048576 + 7])
+def test_odd_sizes_keepalive_framing(gw, size):
+    # Around the buffer and splice thresholds, twice on one connection:
+    # the second answer parses only if the first was framed exactly.
+    conn = gw.connect()
+    try:
+        for _ in range(2):
+            status, _, data = gw.get("/bytes/%d" % size, conn=conn)
+            assert status == 200 and data == pattern(size)
+            body = pattern(size)[::-1]
+            status, _, data = gw.request("PUT", "/echo", body=body,
+                                         conn=conn)
+            assert json.loads(data)["sha256"] == sha(body)
+    finally:
+        conn.close()
