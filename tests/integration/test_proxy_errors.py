@@ -242,3 +242,30 @@ def test_upstream_reset_mid_chunked_response_not_terminated(gw):
         s.close()
     assert resp.status == 200
     assert not resp.complete and len(resp.body) < 100000
+
+
+@pytest.mark.parametrize("query", [
+    "Transfer-Encoding=chunked",            # with its Content-Length: 2
+    "Content-Length=abc",
+    "Content-Length=2&X-Bad%20Name=1",
+])
+def test_502_malformed_upstream_response(gw, upstream, query):
+    resp = one_response(gw.port, b"GET /a/headers?%s HTTP/1.1\r\nHost: x"
+                        b"\r\n\r\n" % query.encode())
+    assert_json_error(resp, 502)
+    assert_still_serving(gw, upstream)
+
+
+def test_upstream_sending_more_than_its_length_is_not_reused(gateway,
+                                                             upstream):
+    # "ok" under Content-Length: 1 leaves a stray byte on the upstream
+    # connection: it must not be pooled and misread as the next response.
+    gw = gateway({"threads": 1,
+                  "apis": [{"name": "a", "listen_path": "/a/",
+                            "strip_listen_path": True,
+                            "upstream": upstream.url}]})
+    for _ in range(3):
+        status, _, body = gw.get("/a/headers?Content-Length=1")
+        assert status == 200 and body == b"o"
+        status, _, body = gw.get("/a/bytes/6")
+        assert status == 200 and body == pattern(6)
