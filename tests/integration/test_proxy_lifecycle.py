@@ -240,3 +240,30 @@ def test_version_flag():
                        timeout=10)
     assert r.returncode == 0
     assert re.match(r"sluiced \S+", r.stdout)
+
+
+def test_hup_removing_an_api_gives_404_and_keeps_in_flight(gateway,
+                                                           upstream_factory):
+    a, b = upstream_factory(), upstream_factory()
+    gw = gateway({"apis": [
+        {"name": "a", "listen_path": "/a/", "strip_listen_path": True,
+         "upstream": a.url},
+        {"name": "b", "listen_path": "/b/", "strip_listen_path": True,
+         "upstream": b.url},
+    ]})
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=gw.get("/b/sleep/800")))
+    t.start()
+    try:
+        assert wait_until(lambda: any(r.path == "/sleep/800"
+                                      for r in b.requests))
+        gw.write_rules(dict(gw.rules, apis=gw.rules["apis"][:1]))
+        gw.send_signal(signal.SIGHUP)
+        assert gw.wait_log("reloaded")
+        assert gw.get("/b/echo")[0] == 404
+        assert gw.get("/a/echo")[0] == 200
+    finally:
+        t.join(timeout=10 * SLOW)
+    # The request that started under the old rules finished under them.
+    assert result["r"][0] == 200 and result["r"][2] == b"slept"
