@@ -142,3 +142,28 @@ def test_unusual_but_valid_framing_is_one_request(shared, name):
     seen = [(r.path, len(r.body)) for r in up.requests]
     # The second one is a separate request the client really sent.
     assert seen == [("/echo", length), ("/smuggled", 0)], seen
+
+
+# The strict head checks (no obs-fold, no bare LF) must look at the head
+# only: bodies may hold any bytes, including ones that would be a fold or
+# a bare LF in a head, arriving in the same packet as the head.
+BODIES = [b" leading space", b"\tleading tab", b"\nleading LF",
+          b"\r\n\r\n", b"a\nb\n \n\tc", b" GET /smuggled HTTP/1.1\n\n"]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=[repr(b)[2:10] for b in BODIES])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_body_bytes_are_not_head_checked(shared, body, framing):
+    gw, up = shared
+    with up.lock:
+        up.requests.clear()
+    if framing == "length":
+        data = post(b"Content-Length: %d\r\n" % len(body), body)
+    else:
+        data = post(b"Transfer-Encoding: chunked\r\n",
+                    b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    last = SMUGGLED.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    raw = raw_exchange(gw.port, data + last, timeout=3.0)
+    assert statuses(raw) == [200, 200], raw
+    assert [(r.path, r.body) for r in up.requests] == \
+        [("/echo", body), ("/smuggled", b"")]
