@@ -129,36 +129,40 @@ def _burst_in_thread(port, path, n):
     return thread, out
 
 
+PROBE_RATE = 500  # requests per second of the latency probe
+
+
 def blocking(ctx, default, one):
-    """n concurrent requests to a hook that sleeps 1 s, while wrk measures
-    the plain API on the same sluiced."""
+    """n concurrent requests to a hook that sleeps 1 s, while a fixed-rate
+    probe measures the plain API of the same sluiced."""
     n = ctx.blocking_n
-    idle = _wrk(default, "/plain/64B", ctx.duration, 1, 4)
-    rows = [["idle (no hook load)", "-", "-", "-",
-             fmt(idle["p99_us"] / 1000, 2), "1.00"]]
+    idle = load.probe(default.port, "/plain/64B", PROBE_RATE,
+                      ctx.duration * (1 if ctx.quick else 2))
+    rows = [["idle (no hook load)", "-", "-", "-", fmt(idle["p50_us"]),
+             fmt(idle["p99_us"]), "1.00"]]
     ratios = {}
     # The default pool twice: first while it grows from 2 workers (spawning
-    # costs CPU), then again with the workers it grew to.
-    for name, t, probe_s in (("default 2..16, growing", default,
-                              min(ctx.duration, 2)),
-                             ("default 2..16, grown", default,
-                              min(ctx.duration, 2)),
+    # costs CPU), then again with the workers it grew to. The probe stays
+    # inside the burst: about 1 s with enough workers.
+    for name, t, probe_s in (("default 2..16, growing", default, 0.9),
+                             ("default 2..16, grown", default, 0.9),
                              ("one worker", one, ctx.duration)):
         thread, out = _burst_in_thread(t.port, "/sleep/64B", n)
-        time.sleep(0.2)
-        during = _wrk(t, "/plain/64B", probe_s, 1, 4)
+        time.sleep(0.05)
+        during = load.probe(t.port, "/plain/64B", PROBE_RATE, probe_s)
         thread.join(timeout=n * 2 + 60)
         secs, statuses = out.get("result", (None, {}))
         ratios[name] = during["p99_us"] / max(idle["p99_us"], 1)
         rows.append([name, str(n), fmt(secs, 1),
                      " ".join(f"{k}x{v}" for k, v in sorted(statuses.items())),
-                     fmt(during["p99_us"] / 1000, 2),
+                     fmt(during["p50_us"]), fmt(during["p99_us"]),
                      fmt(ratios[name], 2)])
     report.note(f"Blocking hook (time.sleep(1)): {n} concurrent requests, "
-                "seconds until all answered; meanwhile wrk -t1 -c4 on the "
-                "plain API of the same sluiced.\n")
+                "seconds until all answered; meanwhile a probe sends "
+                f"{PROBE_RATE} requests/s on one keep-alive connection to the "
+                "plain API of the same sluiced (probe.py; latency in µs).\n")
     report.table(["pool", "requests", "seconds", "statuses",
-                  "plain p99 ms", "p99 vs idle"], rows)
+                  "plain p50 µs", "plain p99 µs", "p99 vs idle"], rows)
     for name in ("default 2..16, growing", "default 2..16, grown"):
         r = ratios[name]
         report.note(f"target: plain p99 during the blocking burst ({name}) "

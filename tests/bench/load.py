@@ -8,6 +8,7 @@ import os
 import resource
 import socket
 import subprocess
+import sys
 import time
 
 import procs
@@ -59,6 +60,18 @@ def wrk(url, duration, threads=2, conns=64, watch=None, timeout_s=5):
     res["machine_busy_s"] = busy1 - busy0
     res["wall_s"] = secs
     return res
+
+
+def probe(port, path, rate, duration):
+    """Fixed-rate latency probe (probe.py) in its own process: returns
+    {n, errors, p50_us, p99_us, max_us}."""
+    out = subprocess.run([sys.executable, os.path.join(HERE, "probe.py"),
+                          str(port), path, str(rate), str(duration)],
+                         capture_output=True, text=True,
+                         timeout=duration + 30)
+    if out.returncode != 0:
+        raise RuntimeError(f"probe failed: {out.stderr.strip()[-300:]}")
+    return json.loads(out.stdout)
 
 
 def raise_nofile(want):

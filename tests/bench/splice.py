@@ -62,7 +62,7 @@ def mode_note(target):
                     if a.get("name") == "bulk"), None)
     return (f"{target.name}: bpf loaded={b.get('loaded')} "
             f"splice={b.get('splice')} reason={b.get('reason')} "
-            f"spliced connections={spliced} "
+            f"api spliced={spliced} "
             f"spliced bytes={(b.get('spliced_bytes') or {}).get('bulk')}")
 
 
