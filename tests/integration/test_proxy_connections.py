@@ -211,3 +211,80 @@ def test_upload_streams_from_a_fast_client(gateway, upstream):
     assert seen["length"] == size
     assert peak[0] - before < 24 * 1024, "sluiced grew %d KiB" % (
         peak[0] - before)
+
+
+def test_slow_body_upload_is_not_a_slow_head(gateway, upstream):
+    # header_timeout_ms bounds the head only: a body trickling in for
+    # longer than that is fine.
+    gw = gateway(rules(upstream, header_timeout_ms=300))
+    s = raw_conn(gw)
+    try:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50"
+                  b"\r\n\r\n")
+        for _ in range(5):
+            time.sleep(0.2)
+            s.sendall(b"0123456789")
+        resp, _ = read_response(s)
+    finally:
+        s.close()
+    assert resp.status == 200 and json.loads(resp.body)["length"] == 50
+
+
+def test_slow_reading_client_is_not_an_upstream_timeout(gateway, upstream):
+    # The upstream is fast, the client slow: the upstream side idles under
+    # back-pressure for longer than upstream_timeout_ms, and that is not
+    # the upstream's fault.
+    size = 8 * 1024 * 1024
+    gw = gateway(rules(upstream, upstream_timeout_ms=400))
+    s = raw_conn(gw)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        first = s.recv(65536)
+        time.sleep(1.2)
+        resp, _ = read_response(s, first, timeout=30)
+    finally:
+        s.close()
+    assert resp.status == 200 and resp.complete
+    assert resp.body == pattern(size)
+
+
+def test_slow_reading_client_chunked_not_an_upstream_timeout(gateway,
+                                                             upstream):
+    size = 8 * 1024 * 1024
+    gw = gateway(rules(upstream, upstream_timeout_ms=400))
+    s = raw_conn(gw)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /chunked/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        first = s.recv(65536)
+        time.sleep(1.2)
+        resp, _ = read_response(s, first, timeout=30)
+    finally:
+        s.close()
+    assert resp.status == 200 and resp.complete
+    assert resp.body == pattern(size)
+
+
+def test_client_waiting_for_a_slow_upstream_is_not_idle(gateway, upstream):
+    # idle_timeout_ms is for connections between requests; a client that
+    # waits for its answer is not idle.
+    gw = gateway(rules(upstream, idle_timeout_ms=400))
+    status, _, body = gw.get("/sleep/1200")
+    assert status == 200 and body == b"slept"
+
+
+def test_client_downloading_longer_than_idle_timeout(gateway, upstream):
+    size = 8 * 1024 * 1024
+    gw = gateway(rules(upstream, idle_timeout_ms=400))
+    s = raw_conn(gw)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /chunked/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        first = s.recv(65536)
+        time.sleep(1.0)
+        resp, _ = read_response(s, first, timeout=30)
+    finally:
+        s.close()
+    assert resp.status == 200 and resp.complete
+    assert resp.body == pattern(size)
