@@ -269,3 +269,29 @@ def test_upstream_sending_more_than_its_length_is_not_reused(gateway,
         assert status == 200 and body == b"o"
         status, _, body = gw.get("/a/bytes/6")
         assert status == 200 and body == pattern(6)
+
+
+def test_431_too_many_header_fields(gw, upstream):
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+    resp = one_response(gw.port, b"GET /a/echo HTTP/1.1\r\nHost: x\r\n" +
+                        many + b"\r\n")
+    assert_json_error(resp, 431)
+    assert upstream.requests == []
+    assert_still_serving(gw, upstream)
+
+
+@pytest.mark.parametrize("path", ["/a/sleep/300", "/a/bytes/1000000"])
+def test_half_closed_client_still_gets_its_answer(gw, path):
+    raw = raw_exchange(gw.port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                       % path.encode(), shut=True)
+    assert statuses(raw) == [200], raw[:300]
+    resp, _ = read_response(_drained(), raw)
+    assert resp.complete
+
+
+class _drained:
+    def settimeout(self, t):
+        pass
+
+    def recv(self, n):
+        return b""

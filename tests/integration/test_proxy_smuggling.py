@@ -80,6 +80,7 @@ VECTORS = {
     "space_in_header_name": b"GET /echo HTTP/1.1\r\nHost: x\r\nX A: b"
                             b"\r\n\r\n",
     "two_hosts": b"GET /echo HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    "two_hosts_case": b"GET /echo HTTP/1.1\r\nHost: x\r\nHOST: x\r\n\r\n",
     "missing_host_http11": b"GET /echo HTTP/1.1\r\n\r\n",
     "absolute_form_bad_target": b"GET echo HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad_version": b"GET /echo HTTP/1.7\r\nHost: x\r\n\r\n",
@@ -167,3 +168,35 @@ def test_body_bytes_are_not_head_checked(shared, body, framing):
     assert statuses(raw) == [200, 200], raw
     assert [(r.path, r.body) for r in up.requests] == \
         [("/echo", body), ("/smuggled", b"")]
+
+
+# A request refused before its body is read: the unread body must not be
+# parsed as the client's next request.
+UNREAD = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("head,status", [
+    (b"POST /nowhere HTTP/1.1\r\nHost: x\r\n", 404),
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: nothing-known\r\n", 417),
+])
+def test_unread_body_of_refused_request_is_not_a_request(gateway, upstream,
+                                                         head, status):
+    gw = gateway({"apis": [{"name": "a", "listen_path": "/echo",
+                            "upstream": upstream.url}]})
+    data = head + b"Content-Length: %d\r\n\r\n" % len(UNREAD) + UNREAD
+    raw = raw_exchange(gw.port, data, timeout=3.0)
+    assert statuses(raw) == [status], raw
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("first", [
+    b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /echo HTTP/1.0\r\n\r\n",
+])
+def test_nothing_after_a_closing_request_is_served(shared, first):
+    gw, up = shared
+    with up.lock:
+        up.requests.clear()
+    raw = raw_exchange(gw.port, first + SMUGGLED, timeout=3.0)
+    assert statuses(raw) == [200], raw
+    assert [r.path for r in up.requests] == ["/echo"]
