@@ -160,3 +160,25 @@ def test_get_reload_is_not_a_reload(gw):
     status, _ = gw.admin("/reload")
     assert status in (404, 405)
     assert gw.status()["reloads"] == 0
+
+
+def test_status_inflight_and_bytes(gw):
+    import threading
+    done = {}
+    t = threading.Thread(target=lambda: done.update(r=gw.get("/a/sleep/800")))
+    t.start()
+    try:
+        assert wait_until(lambda: api_status(gw, "alpha")["inflight"] == 1)
+        assert gw.status()["connections"] >= 1
+        fams = metrics(gw)
+        inflight = {s.labels["api"]: s.value
+                    for s in fams["sluice_inflight_requests"].samples}
+        assert inflight["alpha"] == 1 and inflight["beta"] == 0
+    finally:
+        t.join(timeout=10)
+    assert done["r"][0] == 200
+    assert wait_until(lambda: api_status(gw, "alpha")["inflight"] == 0)
+    gw.request("POST", "/b/echo", body=b"u" * 100000)
+    beta = api_status(gw, "beta")
+    assert beta["bytes_in"] >= 100000
+    assert beta["bytes_out"] > 0

@@ -267,3 +267,50 @@ def test_hup_removing_an_api_gives_404_and_keeps_in_flight(gateway,
         t.join(timeout=10 * SLOW)
     # The request that started under the old rules finished under them.
     assert result["r"][0] == 200 and result["r"][2] == b"slept"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_int_and_quit_stop_now(gateway, upstream, sig):
+    gw = gateway(rules_for(upstream))
+    t = threading.Thread(target=lambda: _swallow(gw.get, "/sleep/3000"))
+    t.start()
+    try:
+        assert wait_until(lambda: any(r.path == "/sleep/3000"
+                                      for r in upstream.requests))
+        t0 = time.time()
+        gw.send_signal(sig)
+        gw.proc.wait(timeout=10 * SLOW)
+        # Not waiting for the in-flight request.
+        assert time.time() - t0 < 2 * SLOW
+    finally:
+        t.join(timeout=10)
+
+
+def _swallow(fn, *args):
+    try:
+        fn(*args)
+    except (OSError, http.client.HTTPException):
+        pass
+
+
+def test_listen_address_in_use_fails_start(gateway, upstream):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        gw = gateway(dict(rules_for(upstream),
+                          listen=["127.0.0.1:%d" % port]), wait=False)
+        rc = gw.proc.wait(timeout=10 * SLOW)
+        assert rc != 0
+        assert "127.0.0.1:%d" % port in gw.log()
+    finally:
+        holder.close()
+
+
+def test_missing_rules_file_fails_start(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    r = subprocess.run([SLUICED, "-c", missing], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    assert missing in r.stderr
