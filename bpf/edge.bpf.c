@@ -141,6 +141,7 @@ static __always_inline void count(__u32 port, bool dropped)
 		stat->passed++;
 }
 
+/* cppcheck-suppress unknownMacro */
 SEC("xdp")
 int sluice_edge(struct xdp_md *ctx)
 {

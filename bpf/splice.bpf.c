@@ -59,6 +59,7 @@ struct {
 	__type(value, struct sluice_worker);
 } sluice_workers SEC(".maps");
 
+/* cppcheck-suppress unknownMacro */
 SEC("sk_skb/stream_verdict")
 int sluice_splice(struct __sk_buff *skb)
 {

@@ -159,16 +159,17 @@ static int socket_cookie(int fd, __u64 *cookie)
  * where the verdict starts running on what they receive. */
 int sbpf_pair_add(struct sbpf *bpf, int fd_a, int fd_b, int api_index)
 {
-	int targets = bpf_map__fd(bpf->splice->maps.sluice_targets);
-	int pairs = bpf_map__fd(bpf->splice->maps.sluice_pairs);
-	int peers = bpf_map__fd(bpf->splice->maps.sluice_peers);
 	struct sluice_peer peer_a = {}, peer_b = {};
-	__u64 cookie_a, cookie_b;
 	__u64 sock_a = fd_a, sock_b = fd_b;
+	int targets, pairs, peers;
+	__u64 cookie_a, cookie_b;
 	int one = 1, ret;
 
 	if (!bpf)
 		return -ENOTCONN;
+	targets = bpf_map__fd(bpf->splice->maps.sluice_targets);
+	pairs = bpf_map__fd(bpf->splice->maps.sluice_pairs);
+	peers = bpf_map__fd(bpf->splice->maps.sluice_peers);
 	ret = socket_cookie(fd_a, &cookie_a);
 	if (!ret)
 		ret = socket_cookie(fd_b, &cookie_b);
