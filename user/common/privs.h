@@ -11,9 +11,11 @@
  * capability in any set (effective, permitted, inheritable, ambient,
  * bounding) and no_new_privs set, so nothing executed later can gain any.
  * Returns 0, or -errno after logging one sentence ("user sluice does not
- * exist; create it or remove user: from the rules file"). Not thread-safe:
- * call it before starting threads (setuid applies to the calling thread's
- * credentials; glibc propagates them, but capabilities are per thread). */
+ * exist; create it ... or remove user: from the rules file").
+ *
+ * Call it before starting threads: the bounding set and no_new_privs belong
+ * to the calling thread and are inherited only by threads and processes
+ * created after it. */
 int privs_drop(const char *user);
 
 #endif
