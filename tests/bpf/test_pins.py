@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+import netns
 from netns import bpftool, deny_prefixes, live_link_ids, pinned_id, ping
 
 NEED_ROOT = ("error: loading BPF needs root (CAP_BPF, CAP_NET_ADMIN); run "
@@ -214,3 +216,22 @@ def test_a_missing_user_is_one_clear_sentence(tools, pin_dir):
             "--system no-such-user-sluice) or remove user: from the rules "
             "file") in tool.log()
     assert pin_dir.entries() == []
+
+
+def test_bpffs_is_mounted_when_missing(tmp_path):
+    """bpffs is not mounted at boot on these machines. In a private mount
+    namespace with /sys/fs/bpf unmounted, the start mounts it (there, so
+    nothing outside sees it) and works."""
+    script = tmp_path / "run.sh"
+    script.write_text(f"""
+while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf || exit 9; done
+{netns.TOOL} -p /sys/fs/bpf/sluice pair-test 1000
+mount | grep ' /sys/fs/bpf type bpf'
+""")
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private",
+                          "sh", str(script)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "bpf: mounted bpffs path=/sys/fs/bpf" in out.stderr
+    assert out.stdout.startswith("ok\npair ok bytes_a=1000 bytes_b=1000")
+    assert "bpf on /sys/fs/bpf type bpf" in out.stdout
