@@ -235,3 +235,45 @@ mount | grep ' /sys/fs/bpf type bpf'
     assert "bpf: mounted bpffs path=/sys/fs/bpf" in out.stderr
     assert out.stdout.startswith("ok\npair ok bytes_a=1000 bytes_b=1000")
     assert "bpf on /sys/fs/bpf type bpf" in out.stdout
+
+
+RULES = """
+listen: ["127.0.0.1:18080"]
+bpf:
+  pin_dir: {pin_dir}
+  deny: [{deny}]
+apis:
+  - {{ name: alpha, listen_path: /a/, upstream: "http://127.0.0.1:9000" }}
+  - {{ name: {second}, listen_path: /b/, upstream: "http://127.0.0.1:9001" }}
+"""
+
+
+def api_names(pin_dir) -> list[str]:
+    return [e["formatted"]["value"]["name"]
+            for e in bpftool("map", "dump", "pinned",
+                             f"{pin_dir.path}/sluice_apis")
+            if e["formatted"]["value"]["name"]]
+
+
+def test_a_rules_file_reload_updates_apis_and_deny_in_place(tools, pin_dir,
+                                                            tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(pin_dir=pin_dir.path, second="beta",
+                                  deny='"198.51.100.0/24", "2001:db8::/32"'))
+    tool = tools(["-c", str(rules)])
+    assert tool.start() == "ok", tool.log()
+    splice_id = pinned_id(f"{pin_dir.path}/sluice_splice")
+    assert api_names(pin_dir) == ["alpha", "beta"]
+
+    rules.write_text(RULES.format(pin_dir=pin_dir.path, second="gamma",
+                                  deny='"198.51.100.0/24", "192.0.2.0/24"'))
+    assert tool.hup() == "updated"
+    assert api_names(pin_dir) == ["alpha", "gamma"]
+    assert deny_prefixes(pin_dir.path) == {v4_key("198.51.100.0", 24),
+                                           v4_key("192.0.2.0", 24)}
+    assert pinned_id(f"{pin_dir.path}/sluice_splice") == splice_id
+
+    rules.write_text("apis: [oops")
+    assert tool.hup().startswith(f"update failed: {rules}:")
+    assert api_names(pin_dir) == ["alpha", "gamma"]
+    assert tool.stop() == "closed"
