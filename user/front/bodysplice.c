@@ -9,7 +9,7 @@
  * message, and the exchange finishes as usual.
  */
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "front/stream.h"
 #include <event2/event.h>
 
 #include "common/log.h"
@@ -25,14 +25,14 @@ bool body_splice_wanted(const struct conn *c, uint64_t length)
 }
 
 /* Move up to *left bytes already read from SRC's input into DST's output. */
-static void move_read_bytes(struct bufferevent *src, struct bufferevent *dst,
+static void move_read_bytes(struct stream *src, struct stream *dst,
 			    uint64_t *left)
 {
-	struct evbuffer *in = bufferevent_get_input(src);
+	struct evbuffer *in = stream_input(src);
 	size_t have = evbuffer_get_length(in);
 	size_t take = have < *left ? have : (size_t)*left;
 
-	evbuffer_remove_buffer(in, bufferevent_get_output(dst), take);
+	evbuffer_remove_buffer(in, stream_output(dst), take);
 	*left -= take;
 }
 
@@ -50,7 +50,7 @@ static void response_spliced(void *arg, int err)
 	c->bytes_out += c->splice_len;
 	c->splice_left = 0;
 	c->resp_done = true;
-	bufferevent_enable(c->up->bev, EV_READ);
+	stream_read_enable(c->up->bev);
 	conn_finish(c);
 }
 
@@ -68,7 +68,7 @@ void body_splice_response(struct conn *c)
 		conn_finish(c);
 		return;
 	}
-	bufferevent_disable(u->bev, EV_READ);
+	stream_read_disable(u->bev);
 	body_splice_resume(c);
 }
 
@@ -91,7 +91,7 @@ static void request_spliced(void *arg, int err)
 	 * message. What it knew of this one is saved in the conn. */
 	llhttp_init(&c->parser, HTTP_REQUEST, &conn_request_settings);
 	c->parser.data = c;
-	bufferevent_enable(c->bev, EV_READ);
+	stream_read_enable(c->bev);
 }
 
 /* The request head went upstream; the body has req_length bytes. Returns
@@ -99,7 +99,7 @@ static void request_spliced(void *arg, int err)
 bool body_splice_request(struct conn *c)
 {
 	uint64_t left = c->req_length;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = stream_input(c->bev);
 
 	/* All of it already read: nothing to gain. */
 	if (evbuffer_get_length(in) >= left)
@@ -109,7 +109,7 @@ bool body_splice_request(struct conn *c)
 	c->splice_up = true;
 	c->splice_left = left;
 	c->splice_len = left;
-	bufferevent_disable(c->bev, EV_READ);
+	stream_read_disable(c->bev);
 	body_splice_resume(c);
 	return true;
 }
@@ -118,12 +118,12 @@ bool body_splice_request(struct conn *c)
  * bytes keep their order. Called again from the write callbacks. */
 void body_splice_resume(struct conn *c)
 {
-	struct bufferevent *to = c->splice_up ? c->up->bev : c->bev;
+	struct stream *to = c->splice_up ? c->up->bev : c->bev;
 	int from_fd = c->splice_up ? c->fd : c->up->fd;
 	int to_fd = c->splice_up ? c->up->fd : c->fd;
 
 	if (c->body_relay || c->splice_left == 0 ||
-	    evbuffer_get_length(bufferevent_get_output(to)) > 0)
+	    evbuffer_get_length(stream_output(to)) > 0)
 		return;
 	c->body_relay = relay_body_start(
 	    c->t->base, from_fd, to_fd, c->splice_left,

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "front/stream.h"
 #include <event2/event.h>
 
 #include "common/log.h"
@@ -20,9 +20,9 @@
 /* Stop reading the client while this much waits for the upstream. */
 #define CONN_HIGH_WATER (1024 * 1024)
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
-static void conn_write_cb(struct bufferevent *bev, void *arg);
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_read_cb(struct stream *bev, void *arg);
+static void conn_write_cb(struct stream *bev, void *arg);
+static void conn_event_cb(struct stream *bev, short what, void *arg);
 static void conn_header_timeout(evutil_socket_t fd, short what, void *arg);
 
 static const struct rules_limits *conn_limits(struct conn *c)
@@ -41,8 +41,6 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 		 const char *listener)
 {
 	struct conn *c = calloc(1, sizeof(*c));
-	struct timeval idle;
-	int ms;
 
 	if (!c) {
 		log_warn("accept dropped listener=%s: out of memory", listener);
@@ -62,12 +60,12 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 	else
 		snprintf(c->peer, sizeof(c->peer), "unix");
 
-	c->bev = bufferevent_socket_new(t->base, fd, 0);
+	c->bev = stream_new(t->base, fd);
 	c->timer = evtimer_new(t->base, conn_header_timeout, c);
 	if (!c->bev || !c->timer) {
 		log_warn("accept dropped listener=%s: out of memory", listener);
 		if (c->bev)
-			bufferevent_free(c->bev);
+			stream_free(c->bev);
 		free(c);
 		close(fd);
 		return;
@@ -77,16 +75,10 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 	http_head_init(&c->req);
 	http_head_init(&c->resp);
 
-	ms = conn_limits(c)->idle_timeout_ms;
-	idle.tv_sec = ms / 1000;
-	idle.tv_usec = (ms % 1000) * 1000;
-	bufferevent_set_timeouts(c->bev, &idle, NULL);
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
-			  c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, 64 * 1024, 0);
-	bufferevent_set_max_single_write(c->bev, 256 * 1024);
-	bufferevent_set_max_single_read(c->bev, 64 * 1024);
-	bufferevent_enable(c->bev, EV_READ);
+	stream_set_timeouts(c->bev, conn_limits(c)->idle_timeout_ms, 0);
+	stream_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	stream_set_write_low(c->bev, 64 * 1024);
+	stream_read_enable(c->bev);
 
 	/* The first head must arrive within header_timeout_ms of the
 	 * connect, as with nginx's client_header_timeout. */
@@ -122,7 +114,7 @@ void conn_free(struct conn *c)
 	}
 	conn_release_exchange(c);
 	if (c->bev) {
-		bufferevent_free(c->bev);
+		stream_free(c->bev);
 		c->bev = NULL;
 	}
 	if (c->fd >= 0 && c->phase != CONN_HANDED_OFF)
@@ -150,8 +142,8 @@ static void conn_close_after_flush(struct conn *c)
 {
 	c->phase = CONN_CLOSING;
 	evtimer_del(c->timer);
-	bufferevent_disable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+	stream_read_disable(c->bev);
+	if (evbuffer_get_length(stream_output(c->bev)) == 0)
 		conn_free(c);
 }
 
@@ -237,7 +229,7 @@ void conn_finish(struct conn *c)
 	c->phase = CONN_READ_HEAD;
 	if (c->read_blocked) {
 		c->read_blocked = false;
-		bufferevent_enable(c->bev, EV_READ);
+		stream_read_enable(c->bev);
 	}
 	if (!c->parsing)
 		conn_read(c);
@@ -245,7 +237,7 @@ void conn_finish(struct conn *c)
 
 void conn_fail(struct conn *c, int status, const char *message)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = stream_output(c->bev);
 
 	if (c->resp_started) {
 		conn_abort(c, message);
@@ -514,7 +506,7 @@ static void conn_route(struct conn *c)
 	}
 
 	if (c->expect_continue)
-		evbuffer_add_printf(bufferevent_get_output(c->bev),
+		evbuffer_add_printf(stream_output(c->bev),
 				    "HTTP/1.1 100 Continue\r\n\r\n");
 
 	http_head_strip_hop_by_hop(&c->req);
@@ -571,7 +563,7 @@ static void conn_parse_error(struct conn *c, llhttp_errno_t err)
 
 void conn_read(struct conn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = stream_input(c->bev);
 
 	c->parsing = true;
 	while (!c->free_pending && conn_wants_input(c)) {
@@ -628,7 +620,7 @@ void conn_read(struct conn *c)
 	if (!c->free_pending && !conn_wants_input(c) &&
 	    c->phase != CONN_CLOSING &&
 	    evbuffer_get_length(in) > conn_limits(c)->header_bytes)
-		bufferevent_disable(c->bev, EV_READ);
+		stream_read_disable(c->bev);
 	c->parsing = false;
 	if (c->free_pending) {
 		c->free_pending = false;
@@ -636,7 +628,7 @@ void conn_read(struct conn *c)
 	}
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+static void conn_read_cb(struct stream *bev, void *arg)
 {
 	struct conn *c = arg;
 
@@ -644,10 +636,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	conn_read(c);
 }
 
-static void conn_write_cb(struct bufferevent *bev, void *arg)
+static void conn_write_cb(struct stream *bev, void *arg)
 {
 	struct conn *c = arg;
-	size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
+	size_t queued = evbuffer_get_length(stream_output(bev));
 
 	if (c->phase == CONN_CLOSING) {
 		if (queued == 0)
@@ -660,10 +652,10 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	/* The client took the response bytes: let the upstream go on. */
 	if (c->up && c->phase == CONN_FORWARD)
-		bufferevent_enable(c->up->bev, EV_READ);
+		stream_read_enable(c->up->bev);
 }
 
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+static void conn_event_cb(struct stream *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 

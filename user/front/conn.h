@@ -8,7 +8,7 @@
  *   response       upstream parser writes the head and body to the client
  *   finish         conn_finish(): stats, access log, keep-alive or close
  *
- * Ownership: the conn owns its client bufferevent and socket, its rules
+ * Ownership: the conn owns its client stream and socket, its rules
  * reference for the exchange, and the upstream connection while it is
  * attached. It is freed by conn_free() only when no pool call is pending.
  */
@@ -25,7 +25,7 @@
 #include "front/http.h"
 #include "front/sluiced.h"
 
-struct bufferevent;
+struct stream;
 struct evbuffer;
 struct pool_call;
 struct relay_body;
@@ -45,7 +45,7 @@ enum conn_phase {
 struct upconn {
 	TAILQ_ENTRY(upconn) idle_link;
 	struct front_thread *t;
-	struct bufferevent *bev;
+	struct stream *bev;
 	int fd;
 	struct sockaddr_storage sa;
 	socklen_t sa_len;
@@ -59,7 +59,7 @@ struct upconn {
 struct conn {
 	LIST_ENTRY(conn) link;
 	struct front_thread *t;
-	struct bufferevent *bev;
+	struct stream *bev;
 	int fd;
 	const char *listener;
 	char peer[48];

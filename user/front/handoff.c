@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "front/stream.h"
 
 #include "common/log.h"
 #include "front/conn.h"
@@ -27,7 +27,7 @@ static bool handoff_eligible(const struct conn *c)
 	    !c->keep_alive || c->close_after || !c->req_done || !c->resp_done)
 		return false;
 	if (!llhttp_should_keep_alive((llhttp_t *)&u->parser) ||
-	    evbuffer_get_length(bufferevent_get_input(u->bev)) > 0)
+	    evbuffer_get_length(stream_input(u->bev)) > 0)
 		return false;
 	return route_exclusive(c->rules, c->listener) == c->api ||
 	       route_is_host_only(c->api);
@@ -64,13 +64,10 @@ bool handoff_try(struct conn *c)
 
 	/* What the upstream has not been sent yet and what the client
 	 * pipelined go up first; what the client has not been sent yet goes
-	 * down first. A bufferevent freezes the start of its output buffer
-	 * against draining; these bufferevents are freed below, so thaw. */
-	evbuffer_unfreeze(bufferevent_get_output(u->bev), 1);
-	evbuffer_unfreeze(bufferevent_get_output(c->bev), 1);
-	evbuffer_add_buffer(up_pending, bufferevent_get_output(u->bev));
-	evbuffer_add_buffer(up_pending, bufferevent_get_input(c->bev));
-	evbuffer_add_buffer(down_pending, bufferevent_get_output(c->bev));
+	 * down first. */
+	evbuffer_add_buffer(up_pending, stream_output(u->bev));
+	evbuffer_add_buffer(up_pending, stream_input(c->bev));
+	evbuffer_add_buffer(down_pending, stream_output(c->bev));
 	h->t = t;
 	h->slot = c->slot;
 	h->relay =
@@ -79,9 +76,8 @@ bool handoff_try(struct conn *c)
 	if (!h->relay) {
 		/* Nothing moved yet: put the bytes back and carry on in the
 		 * front. */
-		evbuffer_add_buffer(bufferevent_get_input(c->bev), up_pending);
-		evbuffer_prepend_buffer(bufferevent_get_output(c->bev),
-					down_pending);
+		evbuffer_add_buffer(stream_input(c->bev), up_pending);
+		evbuffer_prepend_buffer(stream_output(c->bev), down_pending);
 		log_warn("hand-off failed api=%s mode=%d: %m; staying in the "
 			 "front",
 			 c->api->name, (int)t->d->splice);

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "front/stream.h"
 #include <msgpack.h>
 
 #include "common/log.h"
@@ -246,7 +246,7 @@ static void set_body(struct conn *c, const msgpack_object *o)
  * the edited response. */
 static void send_buffered_response(struct conn *c)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = stream_output(c->bev);
 
 	http_head_strip_hop_by_hop(&c->resp);
 	if (c->resp.reason.len == 0)

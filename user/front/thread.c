@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/bufferevent.h>
+#include "front/stream.h"
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -241,7 +241,7 @@ static void *thread_main(void *arg)
 			LIST_REMOVE(c, link);
 			t->conn_count--;
 			if (c->bev)
-				bufferevent_free(c->bev);
+				stream_free(c->bev);
 			if (c->fd >= 0)
 				close(c->fd);
 			continue;

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "front/stream.h"
 #include <event2/event.h>
 
 #include "common/log.h"
@@ -24,23 +24,17 @@
 #define UPSTREAM_HIGH_WATER (1024 * 1024)
 #define UPSTREAM_IDLE_MAX   256
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
-static void up_idle_cb(struct bufferevent *bev, short what, void *arg);
-static void up_idle_read_cb(struct bufferevent *bev, void *arg);
+static void up_read_cb(struct stream *bev, void *arg);
+static void up_write_cb(struct stream *bev, void *arg);
+static void up_event_cb(struct stream *bev, short what, void *arg);
+static void up_idle_cb(struct stream *bev, short what, void *arg);
+static void up_idle_read_cb(struct stream *bev, void *arg);
 extern const llhttp_settings_t upstream_response_settings;
-
-static void tv_ms(struct timeval *tv, int ms)
-{
-	tv->tv_sec = ms / 1000;
-	tv->tv_usec = (ms % 1000) * 1000;
-}
 
 static void upconn_free(struct upconn *u)
 {
 	if (u->bev)
-		bufferevent_free(u->bev);
+		stream_free(u->bev);
 	if (u->fd >= 0)
 		close(u->fd);
 	free(u);
@@ -70,7 +64,6 @@ static struct upconn *upconn_connect(struct front_thread *t,
 {
 	const struct rules_limits *limits = &t->rules->limits;
 	struct upconn *u = calloc(1, sizeof(*u));
-	struct timeval connect_tv;
 	int one = 1;
 
 	if (!u)
@@ -83,16 +76,13 @@ static struct upconn *upconn_connect(struct front_thread *t,
 	setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	memcpy(&u->sa, &target->sa, target->sa_len);
 	u->sa_len = target->sa_len;
-	u->bev = bufferevent_socket_new(t->base, u->fd, 0);
+	u->bev = stream_new(t->base, u->fd);
 	if (!u->bev)
 		goto fail;
 	/* While connecting, the write timeout is the connect timeout. */
-	tv_ms(&connect_tv, limits->upstream_connect_ms);
-	bufferevent_set_timeouts(u->bev, NULL, &connect_tv);
-	bufferevent_set_max_single_write(u->bev, 256 * 1024);
-	bufferevent_set_max_single_read(u->bev, 64 * 1024);
-	if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&target->sa,
-				       target->sa_len) < 0)
+	stream_set_timeouts(u->bev, 0, limits->upstream_connect_ms);
+	if (stream_connect(u->bev, (struct sockaddr *)&target->sa,
+			   target->sa_len) < 0)
 		goto fail;
 	return u;
 fail:
@@ -111,9 +101,9 @@ void upstream_release(struct upconn *u, bool reusable)
 	}
 	/* Idle: any byte or close from the upstream now means it is done
 	 * with us; the sweep closes it after idle_timeout_ms. */
-	bufferevent_set_timeouts(u->bev, NULL, NULL);
-	bufferevent_setcb(u->bev, up_idle_read_cb, NULL, up_idle_cb, u);
-	bufferevent_enable(u->bev, EV_READ);
+	stream_set_timeouts(u->bev, 0, 0);
+	stream_setcb(u->bev, up_idle_read_cb, NULL, up_idle_cb, u);
+	stream_read_enable(u->bev);
 	u->idle_since_ms = now_ms();
 	TAILQ_INSERT_HEAD(&t->idle, u, idle_link);
 	t->idle_count++;
@@ -126,13 +116,13 @@ static void up_idle_drop(struct upconn *u)
 	upconn_free(u);
 }
 
-static void up_idle_read_cb(struct bufferevent *bev, void *arg)
+static void up_idle_read_cb(struct stream *bev, void *arg)
 {
 	(void)bev;
 	up_idle_drop(arg);
 }
 
-static void up_idle_cb(struct bufferevent *bev, short what, void *arg)
+static void up_idle_cb(struct stream *bev, short what, void *arg)
 {
 	(void)bev;
 	(void)what;
@@ -172,7 +162,7 @@ void upstream_detach(struct conn *c)
 		return;
 	reusable = c->resp_done && c->req_done &&
 		   llhttp_should_keep_alive(&u->parser) &&
-		   evbuffer_get_length(bufferevent_get_input(u->bev)) == 0;
+		   evbuffer_get_length(stream_input(u->bev)) == 0;
 	c->up = NULL;
 	upstream_release(u, reusable);
 }
@@ -206,19 +196,17 @@ static void write_request_head(struct conn *c, struct evbuffer *out,
 static void up_attach(struct conn *c, struct upconn *u)
 {
 	const struct rules_limits *limits = &c->t->rules->limits;
-	struct timeval tv;
 
 	u->owner = c;
 	c->up = u;
 	llhttp_init(&u->parser, HTTP_RESPONSE, &upstream_response_settings);
 	u->parser.data = c;
-	bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, u);
-	bufferevent_setwatermark(u->bev, EV_WRITE, 64 * 1024, 0);
-	if (u->reused) {
-		tv_ms(&tv, limits->upstream_timeout_ms);
-		bufferevent_set_timeouts(u->bev, &tv, &tv);
-	}
-	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+	stream_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, u);
+	stream_set_write_low(u->bev, 64 * 1024);
+	if (u->reused)
+		stream_set_timeouts(u->bev, limits->upstream_timeout_ms,
+				    limits->upstream_timeout_ms);
+	stream_read_enable(u->bev);
 }
 
 /* Send the request head, and BODY when the body was buffered (hooks);
@@ -236,9 +224,9 @@ void upstream_forward(struct conn *c, struct evbuffer *body)
 		return;
 	}
 	up_attach(c, u);
-	write_request_head(c, bufferevent_get_output(u->bev), body);
+	write_request_head(c, stream_output(u->bev), body);
 	if (body)
-		evbuffer_add_buffer(bufferevent_get_output(u->bev), body);
+		evbuffer_add_buffer(stream_output(u->bev), body);
 }
 
 void upstream_send_body(struct conn *c, const char *data, size_t len)
@@ -247,7 +235,7 @@ void upstream_send_body(struct conn *c, const char *data, size_t len)
 
 	if (!c->up)
 		return;
-	out = bufferevent_get_output(c->up->bev);
+	out = stream_output(c->up->bev);
 	if (c->req_chunked) {
 		evbuffer_add_printf(out, "%zx\r\n", len);
 		evbuffer_add(out, data, len);
@@ -258,18 +246,17 @@ void upstream_send_body(struct conn *c, const char *data, size_t len)
 	if (evbuffer_get_length(out) > UPSTREAM_HIGH_WATER &&
 	    !c->read_blocked) {
 		c->read_blocked = true;
-		bufferevent_disable(c->bev, EV_READ);
+		stream_read_disable(c->bev);
 	}
 }
 
 void upstream_end_body(struct conn *c)
 {
 	if (c->up && c->req_chunked)
-		evbuffer_add(bufferevent_get_output(c->up->bev), "0\r\n\r\n",
-			     5);
+		evbuffer_add(stream_output(c->up->bev), "0\r\n\r\n", 5);
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg)
+static void up_write_cb(struct stream *bev, void *arg)
 {
 	struct upconn *u = arg;
 	struct conn *c = u->owner;
@@ -281,7 +268,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c && c->read_blocked) {
 		c->read_blocked = false;
-		bufferevent_enable(c->bev, EV_READ);
+		stream_read_enable(c->bev);
 		conn_read(c);
 	}
 }
@@ -320,7 +307,7 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
 /* Write the response head to the client, choosing its framing. */
 void upstream_write_response_head(struct conn *c, struct evbuffer *body)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = stream_output(c->bev);
 	bool no_body =
 	    c->is_head_method || c->status == 204 || c->status == 304;
 
@@ -392,7 +379,7 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 		evbuffer_add(c->body, at, len);
 		return 0;
 	}
-	out = bufferevent_get_output(c->bev);
+	out = stream_output(c->bev);
 	if (c->resp_chunked) {
 		evbuffer_add_printf(out, "%zx\r\n", len);
 		evbuffer_add(out, at, len);
@@ -431,7 +418,7 @@ static void up_response_done(struct conn *c)
 		return;
 	}
 	if (c->resp_chunked)
-		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+		evbuffer_add(stream_output(c->bev), "0\r\n\r\n", 5);
 	conn_finish(c);
 }
 
@@ -461,12 +448,12 @@ static void up_failed(struct conn *c, int status, const char *why)
 	conn_fail(c, status, why);
 }
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+static void up_read_cb(struct stream *bev, void *arg)
 {
 	struct upconn *u = arg;
 	struct conn *c = u->owner;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer *client_out = bufferevent_get_output(c->bev);
+	struct evbuffer *in = stream_input(bev);
+	struct evbuffer *client_out = stream_output(c->bev);
 
 	while (!c->resp_done && evbuffer_get_length(in) > 0) {
 		struct evbuffer_iovec v;
@@ -493,7 +480,7 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 		}
 		if (evbuffer_get_length(client_out) > UPSTREAM_HIGH_WATER) {
 			/* The client reads slower than the upstream sends. */
-			bufferevent_disable(bev, EV_READ);
+			stream_read_disable(bev);
 			return;
 		}
 	}
@@ -503,17 +490,16 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 		body_splice_response(c);
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static void up_event_cb(struct stream *bev, short what, void *arg)
 {
 	struct upconn *u = arg;
 	struct conn *c = u->owner;
 	const struct rules_limits *limits = &c->t->rules->limits;
-	struct timeval tv;
 
 	if (what & BEV_EVENT_CONNECTED) {
 		u->connected = true;
-		tv_ms(&tv, limits->upstream_timeout_ms);
-		bufferevent_set_timeouts(bev, &tv, &tv);
+		stream_set_timeouts(bev, limits->upstream_timeout_ms,
+				    limits->upstream_timeout_ms);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
