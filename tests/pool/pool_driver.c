@@ -20,6 +20,7 @@
  * With POOL_WATCH set, the pool's worker observer prints "watch ..." lines.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,6 +424,15 @@ static void print_procs(void)
 	fflush(stdout);
 }
 
+/* SIGCHLD reaches this thread too: sleep the whole time regardless. */
+static void sleep_ms(long ms)
+{
+	struct timespec left = {ms / 1000, (ms % 1000) * 1000000};
+
+	while (nanosleep(&left, &left) < 0 && errno == EINTR)
+		;
+}
+
 static void run_command(struct driver *d, char *cmd)
 {
 	char *api, *n, *phase;
@@ -441,7 +451,7 @@ static void run_command(struct driver *d, char *cmd)
 	} else if (strncmp(cmd, "burst:", 6) == 0) {
 		run_burst(d, cmd + 6);
 	} else if (strncmp(cmd, "sleep:", 6) == 0) {
-		usleep(atoi(cmd + 6) * 1000);
+		sleep_ms(atoi(cmd + 6));
 	} else if (strncmp(cmd, "reload:", 7) == 0) {
 		on_pool(d, do_reload, cmd + 7);
 	} else if (strcmp(cmd, "status") == 0) {
