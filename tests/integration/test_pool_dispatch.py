@@ -17,10 +17,10 @@ FAKE = os.path.join(ROOT, "tests", "pool", "fake_worker.py")
 HOOKS = os.path.join(ROOT, "hooks")
 
 
-def rules(tmp_path, apis, workers=(2, 2), concurrency=50):
+def rules(tmp_path, apis, workers=(2, 2), concurrency=50, idle_s=30):
     doc = {"listen": ["127.0.0.1:9"],
            "python": {"workers": {"min": workers[0], "max": workers[1],
-                                  "idle_s": 30},
+                                  "idle_s": idle_s},
                       "concurrency": concurrency, "timeout_ms": 2000},
            "apis": []}
     for i, (name, mw) in enumerate(apis.items()):
@@ -151,3 +151,13 @@ def test_sync_call_is_not_starved_by_a_stream_of_async_calls(tmp_path):
     # the sync call (0.1 s); the 100 later async calls wait for it.
     assert int(lines["sync"]) < 1500
     assert int(lines["async"]) > 3000
+
+
+def test_min_zero_starts_a_worker_on_demand_and_shrinks_to_none(tmp_path):
+    path = rules(tmp_path, {"sync": {}}, workers=(0, 2), idle_s=1)
+    calls, out, err = drive(path, "procs", "call:sync:1", "sleep:2500",
+                            "procs", "call:sync:1")
+    procs = re.findall(r"procs children=(\d+)", out)
+    assert procs[:2] == ["0", "0"]
+    assert [c["ok"] for c in calls] == ["1", "1"]
+    assert "reason=idle" in err

@@ -412,16 +412,24 @@ void supervise_ensure_min(struct pool *pool)
 }
 
 /* WAITING more workers would take calls that wait now: start as many as
- * are not already starting, up to workers.max. Growth waits until this
- * generation has said which modules import (and which APIs are async). */
+ * are not already starting, up to workers.max. Past one worker, growth
+ * waits until this generation has said which modules import (and which
+ * APIs are async). */
 void supervise_grow(struct pool *pool, int waiting)
 {
 	int live, starting;
 
-	if (!waiting || !pool->gen_status)
+	if (!waiting)
 		return;
 	live = supervise_live_count(pool);
 	starting = starting_count(pool);
+	if (!pool->gen_status) {
+		/* workers.min 0: the first call starts the first worker. */
+		if (live == 0 && pool->rules->python.workers_max > 0 &&
+		    spawn_allowed(pool))
+			supervise_spawn(pool, "grow");
+		return;
+	}
 	while (waiting > starting && live < pool->rules->python.workers_max &&
 	       spawn_allowed(pool)) {
 		if (supervise_spawn(pool, "grow"))
