@@ -288,3 +288,28 @@ def test_client_downloading_longer_than_idle_timeout(gateway, upstream):
         s.close()
     assert resp.status == 200 and resp.complete
     assert resp.body == pattern(size)
+
+
+def test_idle_timeout_closes_handed_off_connection(gateway, upstream):
+    # After its first answer a host-only route may run in a relay; idle
+    # connections still end after idle_timeout_ms there.
+    gw = gateway({"threads": 1, "limits": {"idle_timeout_ms": 500},
+                  "apis": [{"name": "h", "listen_path": "/",
+                            "hosts": ["api.example.com"],
+                            "upstream": upstream.url}]})
+    s = raw_conn(gw)
+    try:
+        buf = b""
+        for _ in range(2):
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+            resp, buf = read_response(s, buf)
+            assert resp.status == 200
+        t0 = time.time()
+        s.settimeout(10 * SLOW)
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        assert time.time() - t0 < 5 * SLOW
+    finally:
+        s.close()

@@ -314,3 +314,24 @@ def test_missing_rules_file_fails_start(tmp_path):
                        text=True, timeout=30)
     assert r.returncode == 1
     assert missing in r.stderr
+
+
+def test_term_closes_idle_handed_off_connections(gateway, upstream):
+    # A host-only route may be handed to a relay after its first answer;
+    # an idle such connection must not hold the drain up either.
+    gw = gateway({"apis": [{"name": "h", "listen_path": "/",
+                            "hosts": ["api.example.com"],
+                            "upstream": upstream.url}]})
+    conn = gw.connect()
+    try:
+        for _ in range(2):
+            assert gw.get("/echo", conn=conn,
+                          headers={"Host": "api.example.com"})[0] == 200
+        t0 = time.time()
+        gw.send_signal(signal.SIGTERM)
+        rc = gw.proc.wait(timeout=40 * SLOW)
+        assert rc == 0
+        assert time.time() - t0 < 3 * SLOW, "drain waited %.1fs" % (
+            time.time() - t0)
+    finally:
+        conn.close()
