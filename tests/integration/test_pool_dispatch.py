@@ -161,3 +161,22 @@ def test_min_zero_starts_a_worker_on_demand_and_shrinks_to_none(tmp_path):
     assert procs[:2] == ["0", "0"]
     assert [c["ok"] for c in calls] == ["1", "1"]
     assert "reason=idle" in err
+
+
+def test_async_deadline_spares_the_calls_sharing_its_worker(tmp_path):
+    path = rules(tmp_path, {
+        "async": {"max_inflight": 100, "queue": 100},
+        "amute": {"timeout_ms": 100}}, workers=(1, 1), concurrency=10)
+    _, out, err = drive(path, "call:async:1",
+                        "burst:async:5,amute:1", "sleep:300", "status")
+    lines = {m[0]: m[1:] for m in re.findall(
+        r"burst api=(\w+) ok=(\d+) failed=(\d+) last_ms=(\d+)", out)}
+    # amute passes its deadline at 100 ms; the five async calls on the
+    # same worker still finish (0.3 s); then the worker is killed.
+    assert lines["amute"][:2] == ("0", "1")
+    assert lines["async"][:2] == ("5", "0")
+    status = json.loads([ln for ln in out.splitlines()
+                         if ln.startswith("{")][0])
+    assert status["killed"] == 1
+    assert err.index("hook deadline passed api=amute") < \
+        err.index("worker killed pid=")

@@ -8,6 +8,7 @@ real interpreter does only by accident.
     sync     answered after 0.1 s, one at a time
     big      answered at once with a 300 kB body (several records)
     mute     never answered
+    amute    never answered, and async like "async"
     echo     answered at once with the call's size in a header
 
 Started by pool_driver in place of sluice-worker: fd 3 is the socket.
@@ -83,7 +84,7 @@ def main():
     init = recv()
     names = [a["name"] for a in init["apis"]]
     send({"t": "ready", "pid": os.getpid(), "errors": {},
-          "async_apis": [n for n in names if n == "async"]})
+          "async_apis": [n for n in names if n in ("async", "amute")]})
     while True:
         timeout = None
         if pending:
