@@ -214,3 +214,25 @@ def test_api_with_own_listener_served_only_there(gateway, upstream_factory):
     finally:
         conn.close()
     assert len(own.requests) == 4
+
+
+def test_host_only_keepalive_later_requests_get_forwarded_headers(gateway,
+                                                                   upstream):
+    # Every request on the connection reaches the upstream with the
+    # gateway's X-Forwarded-For appended, so a client cannot pass its own
+    # claim off as the gateway's on its second request.
+    gw = gateway({"apis": [{"name": "h", "listen_path": "/",
+                            "hosts": ["api.example.com"],
+                            "upstream": upstream.url}]})
+    conn = gw.connect(timeout=5)
+    try:
+        for i in range(3):
+            status, _, body = gw.get(
+                "/echo", conn=conn, headers={"Host": "api.example.com",
+                                             "X-Forwarded-For": "6.6.6.6"})
+            assert status == 200
+            headers = {k.lower(): v for k, v in json.loads(body)["headers"]}
+            assert headers["x-forwarded-for"] == "6.6.6.6, 127.0.0.1", i
+            assert headers["x-forwarded-proto"] == "http", i
+    finally:
+        conn.close()
