@@ -87,6 +87,7 @@ static void request_spliced(void *arg, int err)
 	c->splice_left = 0;
 	c->splice_up = false;
 	c->req_done = true;
+	conn_set_client_timeouts(c, false);
 	/* The parser never saw the body: start it afresh at the next
 	 * message. What it knew of this one is saved in the conn. */
 	llhttp_init(&c->parser, HTTP_REQUEST, &conn_request_settings);

@@ -37,6 +37,17 @@ static void timer_arm(struct conn *c, int ms)
 	evtimer_add(c->timer, &tv);
 }
 
+/* Reading from the client is bounded by idle_timeout_ms while we expect
+ * bytes from it (between requests, during a body), and not at all while it
+ * waits for its answer: upstream_timeout_ms bounds that. A client that
+ * reads its answer slowly is held back by TCP, at a bounded cost (the high
+ * water marks), not timed out. */
+void conn_set_client_timeouts(struct conn *c, bool expect_input)
+{
+	stream_set_timeouts(
+	    c->bev, expect_input ? conn_limits(c)->idle_timeout_ms : 0, 0);
+}
+
 void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 		 const char *listener)
 {
@@ -75,7 +86,7 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 	http_head_init(&c->req);
 	http_head_init(&c->resp);
 
-	stream_set_timeouts(c->bev, conn_limits(c)->idle_timeout_ms, 0);
+	conn_set_client_timeouts(c, true);
 	stream_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	stream_set_write_low(c->bev, 64 * 1024);
 	stream_read_enable(c->bev);
@@ -227,6 +238,7 @@ void conn_finish(struct conn *c)
 	}
 	conn_reset_exchange(c);
 	c->phase = CONN_READ_HEAD;
+	conn_set_client_timeouts(c, true);
 	if (c->read_blocked) {
 		c->read_blocked = false;
 		stream_read_enable(c->bev);
@@ -350,6 +362,8 @@ static int on_message_complete(llhttp_t *p)
 	struct conn *c = p->data;
 
 	c->req_done = true;
+	if (c->phase != CONN_READ_HEAD)
+		conn_set_client_timeouts(c, false);
 	switch (c->phase) {
 	case CONN_FORWARD:
 		upstream_end_body(c);
@@ -661,7 +675,9 @@ static void conn_event_cb(struct stream *bev, short what, void *arg)
 
 	(void)bev;
 	if (what & BEV_EVENT_TIMEOUT) {
-		if (c->phase == CONN_READ_HEAD && !c->in_head) {
+		if (what & BEV_EVENT_WRITING) {
+			conn_abort(c, "client read nothing of its answer");
+		} else if (c->phase == CONN_READ_HEAD && !c->in_head) {
 			conn_free(c); /* idle keep-alive connection */
 		} else if (!c->resp_started) {
 			conn_fail(c, 408, "client too slow");

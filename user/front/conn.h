@@ -125,6 +125,7 @@ extern const llhttp_settings_t conn_request_settings;
 void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 		 const char *listener);
 void conn_free(struct conn *c);
+void conn_set_client_timeouts(struct conn *c, bool expect_input);
 /* TERM: close the connection now if it is between requests. */
 void conn_drain(struct conn *c);
 

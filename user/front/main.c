@@ -308,7 +308,7 @@ int main(int argc, char **argv)
 	static struct sluiced daemon;
 	struct sluiced *d = &daemon;
 	char err[RULES_ERR_MAX];
-	struct event *signals[5];
+	struct event *signals[5] = {NULL};
 	bool check = false;
 	int opt, level, rc = 1;
 
@@ -371,6 +371,12 @@ int main(int argc, char **argv)
 		log_error("cannot create the event loop");
 		goto out;
 	}
+	/* Handlers first: a HUP or TERM that arrives while the listeners
+	 * open must not meet the default action, which kills. */
+	signals[0] = add_signal(d, SIGHUP, on_hup);
+	signals[1] = add_signal(d, SIGTERM, on_term);
+	signals[2] = add_signal(d, SIGINT, on_stop);
+	signals[3] = add_signal(d, SIGQUIT, on_stop);
 
 	if (setup_bpf(d) || open_access_log(d))
 		goto out;
@@ -390,21 +396,16 @@ int main(int argc, char **argv)
 		d->pool =
 		    pool_start(d->base, d->rules, d->worker_path, d->hooks_dir);
 
-	signals[0] = add_signal(d, SIGHUP, on_hup);
-	signals[1] = add_signal(d, SIGTERM, on_term);
-	signals[2] = add_signal(d, SIGINT, on_stop);
-	signals[3] = add_signal(d, SIGQUIT, on_stop);
-	signals[4] = NULL;
 	log_startup(d);
 	log_info("started version=%s pid=%d rules=%s", SLUICE_VERSION,
 		 (int)getpid(), d->rules_path);
 
 	event_base_dispatch(d->base);
 	log_info("stopping connections=%d", front_connection_count(d));
-	for (int i = 0; signals[i]; i++)
-		event_free(signals[i]);
 	rc = 0;
 out:
+	for (int i = 0; signals[i]; i++)
+		event_free(signals[i]);
 	d->stopping = 1;
 	d->draining = 1;
 	if (d->threads)

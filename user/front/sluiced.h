@@ -36,6 +36,7 @@ struct front_listener {
 	struct front_thread *thread;
 	char addr[80]; /* rules_addr.text; routes name listeners by it */
 	int fd;
+	bool closed;
 };
 
 struct front_thread {

@@ -17,6 +17,9 @@ struct stream {
 	struct event *ev_read;	/* persistent while reading is on */
 	struct event *ev_write; /* armed only while the socket is full */
 	struct event *ev_flush; /* made active when output is queued */
+	/* Timeouts are timers of their own, not on the I/O events: moving
+	 * or clearing a timer is a heap operation, never an epoll change. */
+	struct event *read_timer, *write_timer;
 	struct evbuffer *input, *output;
 	stream_data_fn readcb, writecb;
 	stream_event_fn eventcb;
@@ -36,15 +39,29 @@ static void stream_event(struct stream *s, short what)
 		s->eventcb(s, what, s->arg);
 }
 
-static void arm_read(struct stream *s)
+/* Restart the read timer: reading is on and bytes are expected. */
+static void read_timer_reset(struct stream *s)
 {
-	event_add(s->ev_read, s->has_read_tv ? &s->read_tv : NULL);
+	if (s->reading && s->has_read_tv)
+		evtimer_add(s->read_timer, &s->read_tv);
+	else
+		evtimer_del(s->read_timer);
+}
+
+static void write_timer_reset(struct stream *s)
+{
+	if (s->write_armed && s->has_write_tv)
+		evtimer_add(s->write_timer, &s->write_tv);
+	else
+		evtimer_del(s->write_timer);
 }
 
 static void arm_write(struct stream *s)
 {
-	event_add(s->ev_write, s->has_write_tv ? &s->write_tv : NULL);
+	if (!s->write_armed)
+		event_add(s->ev_write, NULL);
 	s->write_armed = true;
+	write_timer_reset(s);
 }
 
 static void disarm_write(struct stream *s)
@@ -52,6 +69,7 @@ static void disarm_write(struct stream *s)
 	if (s->write_armed)
 		event_del(s->ev_write);
 	s->write_armed = false;
+	evtimer_del(s->write_timer);
 }
 
 /* Write what is queued; arm EV_WRITE only if the socket takes no more. */
@@ -122,17 +140,33 @@ static void connect_done(struct stream *s)
 	stream_flush(s);
 }
 
+static void write_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct stream *s = arg;
+
+	(void)fd;
+	(void)what;
+	disarm_write(s);
+	s->connecting = false;
+	stream_event(s, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+}
+
+static void read_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct stream *s = arg;
+
+	(void)fd;
+	(void)what;
+	stream_read_disable(s);
+	stream_event(s, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+}
+
 static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct stream *s = arg;
 
 	(void)fd;
-	if (what & EV_TIMEOUT) {
-		disarm_write(s);
-		s->connecting = false;
-		stream_event(s, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
-		return;
-	}
+	(void)what;
 	if (s->connecting)
 		connect_done(s);
 	else
@@ -147,11 +181,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 
 	(void)fd;
-	if (what & EV_TIMEOUT) {
-		stream_read_disable(s);
-		stream_event(s, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
-		return;
-	}
+	(void)what;
 	nvec = evbuffer_reserve_space(s->input, STREAM_READ_MAX, vec, 2);
 	if (nvec < 1)
 		return;
@@ -178,7 +208,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	evbuffer_commit_space(s->input, vec, nvec);
 	if (s->has_read_tv)
-		arm_read(s);
+		read_timer_reset(s);
 	if (s->readcb)
 		s->readcb(s, s->arg);
 }
@@ -195,8 +225,11 @@ struct stream *stream_new(struct event_base *base, int fd)
 	s->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, read_cb, s);
 	s->ev_write = event_new(base, fd, EV_WRITE | EV_PERSIST, write_cb, s);
 	s->ev_flush = event_new(base, -1, 0, flush_cb, s);
+	s->read_timer = evtimer_new(base, read_timeout_cb, s);
+	s->write_timer = evtimer_new(base, write_timeout_cb, s);
 	if (!s->input || !s->output || !s->ev_read || !s->ev_write ||
-	    !s->ev_flush || !evbuffer_add_cb(s->output, output_cb, s)) {
+	    !s->ev_flush || !s->read_timer || !s->write_timer ||
+	    !evbuffer_add_cb(s->output, output_cb, s)) {
 		stream_free(s);
 		return NULL;
 	}
@@ -213,6 +246,10 @@ void stream_free(struct stream *s)
 		event_free(s->ev_write);
 	if (s->ev_flush)
 		event_free(s->ev_flush);
+	if (s->read_timer)
+		event_free(s->read_timer);
+	if (s->write_timer)
+		event_free(s->write_timer);
 	if (s->input)
 		evbuffer_free(s->input);
 	if (s->output)
@@ -245,10 +282,8 @@ void stream_set_timeouts(struct stream *s, int read_ms, int write_ms)
 {
 	ms_to_tv(&s->read_tv, &s->has_read_tv, read_ms);
 	ms_to_tv(&s->write_tv, &s->has_write_tv, write_ms);
-	if (s->reading)
-		arm_read(s);
-	if (s->write_armed)
-		arm_write(s);
+	read_timer_reset(s);
+	write_timer_reset(s);
 }
 
 void stream_read_enable(struct stream *s)
@@ -256,7 +291,8 @@ void stream_read_enable(struct stream *s)
 	if (s->reading)
 		return;
 	s->reading = true;
-	arm_read(s);
+	event_add(s->ev_read, NULL);
+	read_timer_reset(s);
 }
 
 void stream_read_disable(struct stream *s)
@@ -265,6 +301,7 @@ void stream_read_disable(struct stream *s)
 		return;
 	s->reading = false;
 	event_del(s->ev_read);
+	evtimer_del(s->read_timer);
 }
 
 int stream_connect(struct stream *s, const struct sockaddr *sa, socklen_t len)

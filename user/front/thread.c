@@ -171,6 +171,7 @@ static void thread_close_listeners(struct front_thread *t)
 			close(l->fd);
 		l->ev = NULL;
 		l->fd = -1;
+		l->closed = true;
 	}
 }
 
@@ -178,6 +179,18 @@ void front_thread_check_drained(struct front_thread *t)
 {
 	if (t->d->draining && t->conn_count == 0)
 		event_base_loopexit(t->base, NULL);
+}
+
+/* Connections handed to relays carry requests the front cannot see: give
+ * them a second to finish what is in flight, then close them. */
+static void drain_handoffs_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front_thread *t = arg;
+
+	(void)fd;
+	(void)what;
+	handoff_thread_stop(t);
+	front_thread_check_drained(t);
 }
 
 static void control_cb(evutil_socket_t fd, short what, void *arg)
@@ -199,6 +212,12 @@ static void control_cb(evutil_socket_t fd, short what, void *arg)
 	if (t->d->stopping) {
 		event_base_loopbreak(t->base);
 		return;
+	}
+	if (t->d->draining && t->listener_count && !t->listeners[0].closed) {
+		struct timeval grace = {1, 0};
+
+		event_base_once(t->base, -1, EV_TIMEOUT, drain_handoffs_cb, t,
+				&grace);
 	}
 	if (t->d->draining) {
 		thread_close_listeners(t);
