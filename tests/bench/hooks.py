@@ -181,6 +181,13 @@ def async_burst(ctx, target):
                 f"{report.verdict(secs, 2.0, False)}\n")
 
 
+def _reason(text):
+    """The first line of a failed start, and the log lines that say why."""
+    lines = text.splitlines()
+    why = [ln for ln in lines[1:] if " warn " in ln or " error " in ln]
+    return "\n  ".join(lines[:1] + (why or lines[-3:]))
+
+
 def unavailable(ctx):
     if not os.access(ctx.sluiced, os.X_OK):
         return f"{ctx.sluiced} is not built"
@@ -203,7 +210,7 @@ def run(ctx):
             started.append(default)
         except RuntimeError as e:
             report.skipped("sluiced does not run hooks yet: "
-                           + " ".join(str(e).split()[:40]))
+                           + _reason(str(e)))
             return
         time.sleep(1.0)
         rss_rows = [worker_rss(default, "fresh, after start")]

@@ -123,6 +123,13 @@ class Servers:
                             f"{name}.yaml", port=port, threads=self.threads, pin_dir=pin_dir, **values)
         proc = self.spawner.start(name, [binary, "-f", "-c", conf])
         self._started(name, port, proc, timeout)
+        # The listeners open before sluiced has finished starting (the pool
+        # comes up after them): send nothing before its start-up line.
+        if not _wait_log(proc, " started ", timeout):
+            tail = self.spawner.log_tail(proc)
+            self.spawner.stop(proc)
+            raise RuntimeError(f"{name} never logged its start-up line:\n"
+                               f"{tail}")
         target = Target(name, port, proc, values)
         if ready_path and not _wait_ready(ready_port or port, ready_path,
                                           proc, timeout):
@@ -178,6 +185,18 @@ def http_get_length(port, path, timeout=10.0):
     parts = head.split(b" ", 2)
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
     return status, len(body)
+
+
+def _wait_log(proc, needle, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(proc.bench_log, errors="replace") as f:
+            if needle in f.read():
+                return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
 
 
 def _wait_ready(port, path, proc, timeout):
