@@ -3,7 +3,6 @@ with sha256, chunked both ways, close-delimited responses, HEAD, HTTP/1.0,
 Connection: close, Expect: 100-continue, hop-by-hop and X-Forwarded-*."""
 
 import hashlib
-import http.client
 import json
 import socket
 import time
@@ -28,10 +27,6 @@ def gw(gateway, upstream):
 
 def raw_conn(gw):
     return socket.create_connection(("127.0.0.1", gw.port), timeout=10 * SLOW)
-
-
-def seen_header(req, name):
-    return req.header(name)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["0B", "1KiB", "8MiB"])

@@ -7,9 +7,8 @@ import socket
 import threading
 import time
 
-import pytest
 
-from conftest import SLOW, read_response, wait_until
+from conftest import SLOW, read_response
 from upstream import pattern
 
 

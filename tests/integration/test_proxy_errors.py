@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import SLOW, free_port, raw_exchange, read_response, statuses
+from conftest import (SLOW, _Drained, free_port, raw_exchange,
+                      read_response, statuses)
 from upstream import pattern
 
 HEAD = b"Host: x\r\n"
@@ -285,13 +286,5 @@ def test_half_closed_client_still_gets_its_answer(gw, path):
     raw = raw_exchange(gw.port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
                        % path.encode(), shut=True)
     assert statuses(raw) == [200], raw[:300]
-    resp, _ = read_response(_drained(), raw)
+    resp, _ = read_response(_Drained(), raw)
     assert resp.complete
-
-
-class _drained:
-    def settimeout(self, t):
-        pass
-
-    def recv(self, n):
-        return b""
