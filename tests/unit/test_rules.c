@@ -114,7 +114,8 @@ static const struct error_case error_cases[] = {
      NULL},
     {"unknown_api_key", L "apis:\n  - name: a\n    path: /\n    " UP "\n",
      "4:5: unknown key 'path' in an apis entry (allowed: name, listen_path, "
-     "hosts, strip_listen_path, upstream, upstreams, listen, middleware)",
+     "hosts, strip_listen_path, upstream, upstreams, listen, middleware, "
+     "splice)",
      NULL},
     {"unknown_middleware_key",
      L "apis:\n  - name: a\n    listen_path: /\n    " UP "\n"
@@ -849,6 +850,27 @@ static void test_host_only_needs_unique_hosts(void **state)
 	rules_unref(r);
 }
 
+/* Splicing after the first answer: on by default for an API on its own
+ * listener, off elsewhere (the front keeps adding X-Forwarded-*). */
+static void test_splice_defaults_and_override(void **state)
+{
+	struct rules *r = load_ok(
+	    L "apis:\n"
+	      "  - {name: own, listen: [\"127.0.0.1:18555\"], " UP "}\n"
+	      "  - {name: own-off, listen: [\"127.0.0.1:18556\"], splice: "
+	      "false, " UP "}\n"
+	      "  - {name: host, listen_path: /, hosts: [h.test], " UP "}\n"
+	      "  - {name: host-on, listen_path: /, hosts: [o.test], splice: "
+	      "true, " UP "}\n");
+
+	(void)state;
+	assert_true(rules_find_api(r, "own")->splice);
+	assert_false(rules_find_api(r, "own-off")->splice);
+	assert_false(rules_find_api(r, "host")->splice);
+	assert_true(rules_find_api(r, "host-on")->splice);
+	rules_unref(r);
+}
+
 /* ---- Tyk bundles ----------------------------------------------------- */
 
 /* Indented with tabs, as Tyk's own tooling writes it. */
@@ -973,6 +995,7 @@ int main(void)
 	    cmocka_unit_test(test_threads_auto_and_relative_log_path),
 	    cmocka_unit_test(test_distinct_routes_load),
 	    cmocka_unit_test(test_host_only_needs_unique_hosts),
+	    cmocka_unit_test(test_splice_defaults_and_override),
 	    cmocka_unit_test(test_bundle_loads_manifest),
 	    cmocka_unit_test(test_bundle_absolute_dir),
 	    cmocka_unit_test(test_ref_unref_and_find),

@@ -1478,11 +1478,14 @@ static const struct key api_keys[] = {
      .extra = &list_upstreams},
     KEY_LIST("listen", API(listen), API(listen_count), &list_addrs),
     KEY("middleware", key_middleware, 0),
+    KEY("splice", key_bool, API(splice)),
     KEY_END,
 };
-/* Bits of `seen` for the entries above: name (0), upstream(s) (4, 5). */
+/* Bits of `seen` for the entries above: name (0), upstream(s) (4, 5),
+ * splice (8). */
 #define API_NAME      (1ULL << 0)
 #define API_UPSTREAMS (3ULL << 4)
+#define API_SPLICE    (1ULL << 8)
 
 static int parse_api(struct parser *p, yaml_node_t *node, struct rules_api *api)
 {
@@ -1513,6 +1516,11 @@ static int parse_api(struct parser *p, yaml_node_t *node, struct rules_api *api)
 		if (!api->listen_path)
 			return fail_nomem(p, node);
 	}
+	/* An API put on its own listener is an L4 pass-through unless it
+	 * says otherwise; any other route stays in the front (and keeps
+	 * adding X-Forwarded-*) unless it asks to be spliced. */
+	if (!(seen & API_SPLICE))
+		api->splice = api->listen_count > 0;
 	return 0;
 }
 

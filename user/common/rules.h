@@ -90,6 +90,9 @@ struct rules_api {
 	/* Plain, `hosts:` set, listen_path "/", and no other API on its
 	 * listeners lists one of its hosts: the Host alone picks it. */
 	bool host_only;
+	/* `splice:` hand a stable route's connections to a relay after the
+	 * first answer. Default: true with an own `listen:`, else false. */
+	bool splice;
 	unsigned rr; /* round-robin cursor: the one mutable field (atomic) */
 };
 

@@ -29,8 +29,9 @@ static bool handoff_eligible(const struct conn *c)
 	if (!llhttp_should_keep_alive((llhttp_t *)&u->parser) ||
 	    evbuffer_get_length(stream_input(u->bev)) > 0)
 		return false;
-	return route_exclusive(c->rules, c->listener) == c->api ||
-	       route_is_host_only(c->api);
+	return c->api->splice &&
+	       (route_exclusive(c->rules, c->listener) == c->api ||
+		route_is_host_only(c->api));
 }
 
 static void handoff_done(void *arg, const struct relay_counts *counts)
