@@ -290,11 +290,11 @@ def test_client_downloading_longer_than_idle_timeout(gateway, upstream):
 
 
 def test_idle_timeout_closes_handed_off_connection(gateway, upstream):
-    # After its first answer a host-only route may run in a relay; idle
-    # connections still end after idle_timeout_ms there.
+    # After its first answer a host-only route with `splice: true` runs in
+    # a relay; idle connections still end after idle_timeout_ms there.
     gw = gateway({"threads": 1, "limits": {"idle_timeout_ms": 500},
                   "apis": [{"name": "h", "listen_path": "/",
-                            "hosts": ["api.example.com"],
+                            "hosts": ["api.example.com"], "splice": True,
                             "upstream": upstream.url}]})
     s = raw_conn(gw)
     try:

@@ -317,13 +317,13 @@ def test_missing_rules_file_fails_start(tmp_path):
 
 
 def test_term_closes_idle_handed_off_connections(gateway, upstream):
-    # A host-only route may be handed to a relay after its first answer;
-    # an idle such connection must not hold the drain up either.
+    # A host-only route with `splice: true` is handed to a relay after its
+    # first answer; an idle such connection must not hold the drain up.
     # A shorter drain deadline (upstream_timeout_ms + 1 s) keeps a failure
     # cheap; the bound below does not scale with SLOW, so it stays under it.
     gw = gateway({"limits": {"upstream_timeout_ms": 8000},
                   "apis": [{"name": "h", "listen_path": "/",
-                            "hosts": ["api.example.com"],
+                            "hosts": ["api.example.com"], "splice": True,
                             "upstream": upstream.url}]})
     conn = gw.connect()
     try:

@@ -165,11 +165,14 @@ def test_keepalive_connection_alternates_between_apis(gateway,
         conn.close()
 
 
-def test_host_only_route_keepalive_serves_many_requests(gateway, upstream):
-    # A host-only route may be handed off after its first answer: every
-    # later request on the connection must still be answered, in order.
+@pytest.mark.parametrize("splice", [False, True])
+def test_host_only_route_keepalive_serves_many_requests(gateway, upstream,
+                                                        splice):
+    # With `splice: true` a host-only route is handed to a relay after its
+    # first answer: every later request on the connection must still be
+    # answered, in order.
     gw = gateway({"apis": [{"name": "h", "listen_path": "/",
-                            "hosts": ["api.example.com"],
+                            "hosts": ["api.example.com"], "splice": splice,
                             "upstream": upstream.url}]})
     conn = gw.connect(timeout=5)
     try:
@@ -218,9 +221,10 @@ def test_api_with_own_listener_served_only_there(gateway, upstream_factory):
 
 def test_host_only_keepalive_later_requests_get_forwarded_headers(gateway,
                                                                    upstream):
-    # Every request on the connection reaches the upstream with the
-    # gateway's X-Forwarded-For appended, so a client cannot pass its own
-    # claim off as the gateway's on its second request.
+    # Without `splice:` (the default for a shared listener) every request
+    # on the connection reaches the upstream with the gateway's
+    # X-Forwarded-For appended, so a client cannot pass its own claim off
+    # as the gateway's on its second request.
     gw = gateway({"apis": [{"name": "h", "listen_path": "/",
                             "hosts": ["api.example.com"],
                             "upstream": upstream.url}]})
