@@ -342,22 +342,34 @@ static struct pool_api *dispatch_next_api(struct pool *pool)
 
 /* Workers it would take to run the calls that wait only for a worker:
  * what growth is for. A new worker takes one sync call, or up to
- * python.concurrency calls of an async API. */
-static int dispatch_waiting(const struct pool *pool)
+ * python.concurrency calls of an async API. Only calls that have waited
+ * POOL_GROW_AFTER_MS count: with cheap hooks a queue drains in less, and a
+ * new interpreter would cost more than it saves. *RECHECK is when a call
+ * waiting now reaches that age (0: none). */
+static int dispatch_waiting(const struct pool *pool, int64_t *recheck)
 {
+	int64_t old = pool_now_ms() - POOL_GROW_AFTER_MS;
 	int slots = pool->rules->python.concurrency;
 	int need = 0;
 
+	*recheck = 0;
 	if (slots < 1)
 		slots = 1;
 	for (const struct pool_api *p = pool->apis; p; p = p->next) {
-		int room = p->max_inflight - p->inflight;
-		int n = p->queued < room ? p->queued : room;
+		int room = p->max_inflight - p->inflight, n = 0;
+		const struct pool_call *c = p->q_head;
 
-		if (!p->blocked || p->error || n <= 0)
+		if (!p->blocked || p->error)
 			continue;
-		need += p->is_async ? (n + slots - 1) / slots : n;
+		for (; c && n < room && c->queued_at_ms <= old; c = c->next)
+			n++;
+		if (c && n < room && (!*recheck || c->queued_at_ms < *recheck))
+			*recheck = c->queued_at_ms;
+		if (n)
+			need += p->is_async ? (n + slots - 1) / slots : n;
 	}
+	if (*recheck)
+		*recheck += POOL_GROW_AFTER_MS;
 	return need;
 }
 
@@ -405,6 +417,7 @@ static void dispatch_reserve(struct pool *pool, const struct pool_api *papi)
 static void dispatch_run_mark(struct pool *pool, uint64_t mark)
 {
 	struct pool_api *papi;
+	int64_t recheck;
 
 	if (pool->stopping)
 		return;
@@ -422,7 +435,8 @@ static void dispatch_run_mark(struct pool *pool, uint64_t mark)
 		dispatch_send(w, queue_pop(papi));
 	}
 	dispatch_trim(pool, mark);
-	supervise_grow(pool, dispatch_waiting(pool));
+	supervise_grow(pool, dispatch_waiting(pool, &recheck));
+	supervise_grow_timer(pool, recheck);
 }
 
 void dispatch_run(struct pool *pool)

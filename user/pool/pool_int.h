@@ -36,6 +36,7 @@ struct kv_store;
 #define POOL_START_TIMEOUT  30000 /* ms for a worker to answer "ready" */
 #define POOL_CLOSE_GRACE_MS 5000  /* closed worker still alive: SIGKILL */
 #define POOL_TICK_MS	    1000  /* idle shrink, RSS, kv sweep */
+#define POOL_GROW_AFTER_MS  20	  /* a call waits this long: grow */
 
 extern const double pool_hist_bounds[POOL_HIST_BUCKETS];
 extern const char *const pool_result_names[POOL_RESULT_COUNT];
@@ -134,7 +135,7 @@ struct pool {
 	bool intake_closed;
 	struct event *intake_ev;
 
-	struct event *sigchld_ev, *tick_ev, *spawn_ev;
+	struct event *sigchld_ev, *tick_ev, *spawn_ev, *grow_ev;
 	struct pool_worker *workers;
 	struct pool_api *apis;
 	struct kv_store *kv;
@@ -180,6 +181,7 @@ void dispatch_on_result(struct pool_worker *w, const msgpack_object *msg,
 int supervise_spawn(struct pool *pool, const char *reason);
 void supervise_ensure_min(struct pool *pool);
 void supervise_grow(struct pool *pool, int waiting);
+void supervise_grow_timer(struct pool *pool, int64_t at_ms);
 void supervise_drain(struct pool_worker *w, const char *reason);
 void supervise_close(struct pool_worker *w, const char *reason);
 void supervise_kill(struct pool_worker *w, const char *reason);

@@ -439,6 +439,24 @@ void supervise_grow(struct pool *pool, int waiting)
 	}
 }
 
+/* Look again at AT_MS (when a waiting call becomes old enough to count
+ * for growth); 0 cancels. */
+void supervise_grow_timer(struct pool *pool, int64_t at_ms)
+{
+	int64_t wait = at_ms - pool_now_ms();
+	struct timeval tv;
+
+	if (!at_ms) {
+		evtimer_del(pool->grow_ev);
+		return;
+	}
+	if (wait < 1)
+		wait = 1;
+	tv.tv_sec = wait / 1000;
+	tv.tv_usec = (wait % 1000) * 1000;
+	evtimer_add(pool->grow_ev, &tv);
+}
+
 void supervise_spawn_cb(int fd, short what, void *arg)
 {
 	struct pool *pool = arg;
