@@ -87,14 +87,18 @@ def header(args):
                                 cwd=targets.REPO).stdout.strip()
     except OSError:
         commit = "?"
+    busy0 = procs.machine_busy_seconds()
+    time.sleep(2.0)
+    busy = (procs.machine_busy_seconds() - busy0) / 2.0
     now = datetime.datetime.now(datetime.timezone.utc)
     print(f"# sluice bench, {now:%Y-%m-%d %H:%M} UTC")
     print(f"\ncommit {commit}, kernel {platform.release()}, "
           f"{os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f} at start, "
+          f"{os.getloadavg()[0]:.2f} at start, {busy * 100:.0f}% of one "
+          "core busy before start, "
           f"{'--quick' if args.quick else 'full run'}", flush=True)
     report.REPORT.update(date=f"{now:%Y-%m-%d %H:%M} UTC", commit=commit,
-                         kernel=platform.release())
+                         kernel=platform.release(), busy_before=busy)
 
 
 def run_section(name, ctx):
