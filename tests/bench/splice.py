@@ -1,6 +1,6 @@
 """Splicing (issue 4): large responses through sluiced on an API with its own
-listener (the whole connection is handed to a relay after accept) in each
-bpf.splice mode, beside HAProxy's forced kernel splice and the origin
+listener (each connection is handed to a relay after its first answer) in
+each bpf.splice mode, beside HAProxy's forced kernel splice and the origin
 directly: throughput and the CPU each proxy spends per GiB moved."""
 
 import json
@@ -123,8 +123,8 @@ def rounds(ctx, targets):
 def summarize(ctx, targets, results):
     report.note(f"wrk -t1 -c4, {ctx.duration} s per round, {ctx.rounds} "
                 "interleaved rounds, medians. The sluiced API has its own "
-                "listener: whole connections are relayed in the mode named. "
-                "CPU s/GiB = the process's utime+stime per GiB of response "
+                "listener: after its first answer, each connection is "
+                "relayed in the mode named. CPU s/GiB = the process's utime+stime per GiB of response "
                 "bytes.\n")
     rows = []
     for size in SIZES:
