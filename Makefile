@@ -174,6 +174,9 @@ $(BUILD)/stats_html.h: user/front/stats.html scripts/embed.sh
 
 $(BUILD)/obj/user/front/admin.o: $(BUILD)/stats_html.h
 
+# Generated headers are inputs of other rules, never intermediates to delete.
+.SECONDARY: $(SKELETONS) $(BPF_OBJ) $(BUILD)/vmlinux.h
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- run -------------------------------------------------------------------

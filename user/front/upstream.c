@@ -48,6 +48,8 @@ static struct upconn *pool_take(struct front_thread *t,
 
 	TAILQ_FOREACH(u, &t->idle, idle_link)
 	{
+		/* cppcheck cannot see through sys/queue.h's loop. */
+		// cppcheck-suppress uninitvar
 		if (u->sa_len == target->sa_len &&
 		    memcmp(&u->sa, &target->sa, u->sa_len) == 0) {
 			TAILQ_REMOVE(&t->idle, u, idle_link);
