@@ -182,3 +182,19 @@ def test_async_deadline_spares_the_calls_sharing_its_worker(tmp_path):
     assert status["killed"] == 1
     assert err.index("hook deadline passed api=amute") < \
         err.index("worker killed pid=")
+
+
+def test_orphans_adopted_by_sluiced_are_reaped_too(tmp_path):
+    # As PID 1 in a container: a process a hook started outlives its
+    # worker and becomes sluiced's child.
+    path = rules(tmp_path, {"orphan": {}, "echo": {}})
+    env = dict(os.environ, POOL_SUBREAPER="1")
+    out = subprocess.run([DRIVER, path, FAKE, HOOKS, "call:echo:1",
+                          "call:orphan:1", "sleep:1000", "procs"],
+                         capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert "worker_died=1" in out.stdout
+    assert "reaped a process that was no worker pid=" in out.stderr
+    children, zombies = re.findall(r"procs children=(\d+) zombies=(\d+)",
+                                   out.stdout)[0]
+    assert (children, zombies) == ("2", "0")

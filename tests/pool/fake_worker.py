@@ -10,6 +10,7 @@ real interpreter does only by accident.
     mute     never answered
     amute    never answered, and async like "async"
     echo     answered at once with the call's size in a header
+    orphan   starts `sleep 0.3` and exits: the sleep outlives its parent
 
 Started by pool_driver in place of sluice-worker: fd 3 is the socket.
 """
@@ -18,6 +19,7 @@ import heapq
 import os
 import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -76,6 +78,9 @@ def on_call(msg):
         result["req"] = {"headers": [["X-Size", str(len(msgpack.packb(
             msg["c"], use_bin_type=True)))]]}
         send(result)
+    elif api == "orphan":
+        subprocess.Popen(["sleep", "0.3"])
+        os._exit(3)
     # "mute": nothing
 
 

@@ -17,7 +17,8 @@
  *   status | metrics    print the pool's /status object or /metrics text
  *   procs               print "procs children=N zombies=N fds=N"
  *
- * With POOL_WATCH set, the pool's worker observer prints "watch ..." lines.
+ * With POOL_WATCH set, the pool's worker observer prints "watch ..." lines;
+ * with POOL_SUBREAPER set, the driver adopts orphans as PID 1 would.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -496,6 +498,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_threshold = getenv("POOL_DEBUG") ? LOG_DEBUG : LOG_INFO;
+	/* As PID 1 in a container would: adopt the workers' orphans. */
+	if (getenv("POOL_SUBREAPER"))
+		prctl(PR_SET_CHILD_SUBREAPER, 1);
 	evthread_use_pthreads();
 	pthread_mutex_init(&d.mu, NULL);
 	pthread_cond_init(&d.cv, NULL);

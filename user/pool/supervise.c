@@ -593,25 +593,42 @@ static void worker_reaped(struct pool_worker *w, int status)
 			 (unsigned long long)w->served);
 }
 
-/* waitpid each of our workers; other children of sluiced are not ours to
- * reap. */
+/* Reap every child that has exited. The workers are sluiced's only
+ * children; anything else is an orphan sluiced adopted (it runs as PID 1
+ * in a container, say: a process a hook started outlived its worker) and
+ * is reaped too, so that no zombie stays. */
 void supervise_reap_all(struct pool *pool)
 {
-	struct pool_worker **p = &pool->workers;
+	int status, err;
+	pid_t pid;
 
-	while (*p) {
-		struct pool_worker *w = *p;
-		int status;
-		pid_t r = waitpid(w->pid, &status, WNOHANG);
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0 ||
+	       (pid < 0 && errno == EINTR)) {
+		struct pool_worker **p = &pool->workers, *w;
 
-		if (r == 0 || (r < 0 && errno == EINTR)) {
-			p = &w->next;
+		if (pid < 0)
+			continue;
+		while (*p && (*p)->pid != pid)
+			p = &(*p)->next;
+		w = *p;
+		if (!w) {
+			log_info("reaped a process that was no worker pid=%d "
+				 "(an orphan sluiced adopted)",
+				 (int)pid);
 			continue;
 		}
-		if (r < 0)
-			status = 0; /* ECHILD: someone else reaped it */
 		*p = w->next;
 		worker_reaped(w, status);
+		supervise_publish(w, true);
+		worker_free(w);
+	}
+	/* No child at all: whatever is still listed was reaped elsewhere. */
+	err = pid < 0 ? errno : 0;
+	while (err == ECHILD && pool->workers) {
+		struct pool_worker *w = pool->workers;
+
+		pool->workers = w->next;
+		worker_reaped(w, 0);
 		supervise_publish(w, true);
 		worker_free(w);
 	}
