@@ -9,6 +9,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import procs
@@ -129,6 +130,80 @@ def burst(port, path, n, host="bench", timeout=120.0):
     no answer (refused, reset or timed out)."""
     raise_nofile(n + 256)
     return asyncio.run(_burst(port, path, n, host, timeout))
+
+
+# ---- bulk transfers --------------------------------------------------------
+
+def _bulk_conn(sock, path, deadline, buf, out):
+    """GET path repeatedly on sock until deadline; add body bytes and
+    complete responses to out (a dict shared under the GIL)."""
+    req = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    view = memoryview(buf)
+    while time.monotonic() < deadline:
+        sock.sendall(req)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            n = sock.recv_into(view)
+            if not n:
+                raise ConnectionError("closed before the head")
+            head += bytes(view[:n])
+        head, body = head.split(b"\r\n\r\n", 1)
+        length = next(int(v) for k, _, v in (ln.partition(b":") for ln in
+                                             head.split(b"\r\n")[1:])
+                      if k.strip().lower() == b"content-length")
+        got = len(body)
+        while got < length:
+            n = sock.recv_into(view, min(len(buf), length - got))
+            if not n:
+                raise ConnectionError("closed mid-body")
+            got += n
+            out["bytes"] += n
+            if time.monotonic() >= deadline:
+                return
+        out["bytes"] += len(body)
+        out["responses"] += 1
+
+
+def bulk(port, path, duration, conns=4, watch=None, warm_path="/64B"):
+    """conns threads, each on its own keep-alive connection, fetch path
+    back to back for duration seconds and read every body into one buffer.
+    Each connection first gets warm_path (untimed), so that a proxy which
+    hands a connection to a relay after its first answer is measured in the
+    relay only. Returns bytes, responses, wall_s, mbps, errors and cpu_s
+    for each watched PID tree, like wrk()."""
+    watch = watch or {}
+    socks = []
+    try:
+        for _ in range(conns):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            socks.append(s)
+            s.sendall(f"GET {warm_path} HTTP/1.1\r\nHost: bench\r\n\r\n"
+                      .encode())
+            _read_response(s)
+        out = {"bytes": 0, "responses": 0, "errors": 0}
+        cpu0 = {k: procs.tree_cpu_seconds(p) for k, p in watch.items()}
+        start = time.monotonic()
+        deadline = start + duration
+
+        def run(sock):
+            try:
+                _bulk_conn(sock, path, deadline, bytearray(1 << 20), out)
+            except (OSError, ConnectionError, StopIteration):
+                out["errors"] += 1
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in socks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - start
+        cpu1 = {k: procs.tree_cpu_seconds(p) for k, p in watch.items()}
+    finally:
+        close_all(socks)
+    out["wall_s"] = wall
+    out["mbps"] = out["bytes"] / wall / 1e6
+    out["cpu_s"] = {k: cpu1[k] - cpu0[k] for k in watch}
+    return out
 
 
 # ---- idle keep-alive connections ---------------------------------------------
