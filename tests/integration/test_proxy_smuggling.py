@@ -200,3 +200,16 @@ def test_nothing_after_a_closing_request_is_served(shared, first):
     raw = raw_exchange(gw.port, first + SMUGGLED, timeout=3.0)
     assert statuses(raw) == [200], raw
     assert [r.path for r in up.requests] == ["/echo"]
+
+
+def test_chunked_http10_request_is_framed_then_closed(shared):
+    # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request is suspect;
+    # decode it, answer, and close rather than trust what follows.
+    gw, up = shared
+    with up.lock:
+        up.requests.clear()
+    raw = raw_exchange(gw.port, b"POST /echo HTTP/1.0\r\nTransfer-Encoding: "
+                       b"chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
+                       timeout=3.0)
+    assert statuses(raw) == [200], raw
+    assert [(r.path, r.body) for r in up.requests] == [("/echo", b"hello")]
