@@ -43,8 +43,11 @@ def worker_rss(target, when):
 
 
 def _wrk(target, path, duration, threads, conns):
+    own0 = procs.own_cpu_seconds(target.pid)
     res = load.wrk(target.url(path), duration, threads=threads, conns=conns,
                    watch={"all": target.pid})
+    own = procs.own_cpu_seconds(target.pid) - own0
+    res["sluiced_us_per_req"] = own * 1e6 / max(res["requests"], 1)
     workers = workers_of(target)
     res["workers"] = len(workers)
     return res
@@ -56,7 +59,9 @@ def noop_cost(ctx, target):
     paths = ["/plain/64B", "/noop/64B"]
     load_runs = {p: [] for p in paths}
     lat_runs = {p: [] for p in paths}
-    for p in paths if ctx.warmup else ():
+    # Always warm up here, even with --quick: the pool may grow on the
+    # first load, and spawning interpreters is not the cost of a visit.
+    for p in paths:
         _wrk(target, p, 1, 2, 32)
     for rnd in range(ctx.rounds):
         order = paths if rnd % 2 == 0 else paths[::-1]
@@ -76,16 +81,22 @@ def noop_cost(ctx, target):
                                                  load_runs[p])),
                      fmt(median(r["p99_us"] for r in load_runs[p]) / 1000, 2),
                      fmt(cpu[p], 1),
+                     fmt(median(r["sluiced_us_per_req"] for r in
+                                load_runs[p]), 1),
                      fmt(median(r["rps"] for r in lat_runs[p])),
                      fmt(p50[p]),
                      fmt(median(r["p99_us"] for r in lat_runs[p])),
+                     str(max(r["workers"] for r in load_runs[p])),
                      str(sum(r["errors"] for r in load_runs[p] +
                              lat_runs[p]))])
     report.note("No-op pre hook vs the same API without hooks (one sluiced, "
                 "pool 2..16). Load: wrk -t2 -c32; latency: wrk -t1 -c1. CPU "
-                "counts sluiced and its sluice-worker children.\n")
+                "counts sluiced and its sluice-worker children; \"of which "
+                "sluiced\" is sluiced's own part.\n")
     report.table(["API", "req/s -c32", "p99 ms -c32", "CPU µs/req",
-                  "req/s -c1", "p50 µs -c1", "p99 µs -c1", "errors"], rows)
+                  "of which sluiced",
+                  "req/s -c1", "p50 µs -c1", "p99 µs -c1", "workers",
+                  "errors"], rows)
     added_cpu = cpu["/noop/64B"] - cpu["/plain/64B"]
     added_p50 = p50["/noop/64B"] - p50["/plain/64B"]
     report.note(f"targets: no-op ratio {ratio:.2f} (>= 0.7: "

@@ -67,6 +67,17 @@ def tree_cpu_seconds(root):
     return ticks / CLK_TCK
 
 
+def own_cpu_seconds(pid):
+    """CPU seconds of one process alone (all its threads, no children)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0.0
+    fields = data[data.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def rss_kib(pid):
     """Resident set size of one process, KiB (0 when it is gone)."""
     try:
