@@ -206,7 +206,7 @@ def bulk(port, path, duration, conns=4, watch=None, warm_path="/64B"):
     return out
 
 
-# ---- idle keep-alive connections ---------------------------------------------
+# ---- idle keep-alive connections -------------------------------------------
 
 def _read_response(sock):
     buf = b""

@@ -108,9 +108,10 @@ def child_pids(pid, exe_name=None):
             continue
         if exe_name:
             try:
-                if os.path.basename(os.readlink(f"/proc/{child}/exe")) != exe_name:
-                    continue
+                exe = os.readlink(f"/proc/{child}/exe")
             except OSError:
+                continue
+            if os.path.basename(exe) != exe_name:
                 continue
         out.append(child)
     return sorted(out)

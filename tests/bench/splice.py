@@ -127,8 +127,8 @@ def summarize(ctx, targets, results):
                 f"{ctx.duration} s per round, {ctx.rounds} "
                 "interleaved rounds, medians. The sluiced API has its own "
                 "listener: after its first answer, each connection is "
-                "relayed in the mode named. CPU s/GiB = the process's utime+stime per GiB of response "
-                "bytes.\n")
+                "relayed in the mode named. CPU s/GiB = the process's "
+                "utime+stime per GiB of response bytes.\n")
     rows = []
     for size in SIZES:
         direct = results[("direct", size)]

@@ -120,7 +120,8 @@ class Servers:
         pin_dir = f"/sys/fs/bpf/sluice_bench_{os.getpid()}_{self._count}"
         self.pin_dirs.append(pin_dir)
         conf = self._render(os.path.join(HERE, "rules", rules),
-                            f"{name}.yaml", port=port, threads=self.threads, pin_dir=pin_dir, **values)
+                            f"{name}.yaml", port=port, threads=self.threads,
+                            pin_dir=pin_dir, **values)
         proc = self.spawner.start(name, [binary, "-f", "-c", conf])
         self._started(name, port, proc, timeout)
         # The listeners open before sluiced has finished starting (the pool
