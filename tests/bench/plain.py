@@ -103,25 +103,32 @@ def summarize(targets, results):
     return rows
 
 
+def _ratio(results, name, size):
+    runs, direct = results[(name, size)], results[("direct", size)]
+    return median(r["rps"] / d["rps"] for r, d in zip(runs, direct))
+
+
 def targets_line(results):
-    runs = results.get(("sluiced", "64B"))
-    if not runs:
+    if not results.get(("sluiced", "64B")):
         return
-    direct = results[("direct", "64B")]
-    ratio = median(r["rps"] / d["rps"] for r, d in zip(runs, direct))
-    cpu = median(r["cpu_us_per_req"]["own"] for r in runs)
-    report.note(f"targets: sluiced 64B ratio {ratio:.2f} (target >= 0.6: "
-                f"{report.verdict(ratio, 0.6)}), sluiced CPU {cpu:.1f} µs/req "
-                f"(target < 18: {report.verdict(cpu, 18, False)})")
+    ratio = _ratio(results, "sluiced", "64B")
+    cpu = median(r["cpu_us_per_req"]["own"]
+                 for r in results[("sluiced", "64B")])
+    report.note(f"targets: sluiced 64B ratio {ratio:.2f} (>= 0.6: "
+                f"{report.verdict(ratio, 0.6)}), sluiced CPU {cpu:.1f} "
+                f"µs/req (< 18: {report.verdict(cpu, 18, False)})")
+    anchors = {n for n, _ in results} - {"sluiced", "direct"}
     for size in SIZES:
-        mine = median(r["rps"] for r in results[("sluiced", size)])
-        others = [median(r["rps"] for r in v) for (n, s), v in
-                  results.items() if s == size and n not in ("sluiced",
-                                                             "direct")]
-        if others:
-            best = max(others)
-            report.note(f"  {size}: sluiced {mine:,.0f} req/s vs best anchor "
-                        f"{best:,.0f} ({'ahead' if mine > best else 'behind'})")
+        if not anchors:
+            break
+        best = max(anchors, key=lambda n: _ratio(results, n, size))
+        p99 = {n: median(r["p99_us"] for r in results[(n, size)])
+               for n in anchors | {"sluiced"}}
+        lowest = min(anchors, key=lambda n: p99[n])
+        report.note(f"  {size}: ratio {_ratio(results, 'sluiced', size):.2f}"
+                    f" vs best anchor {_ratio(results, best, size):.2f} "
+                    f"({best}); p99 {p99['sluiced'] / 1000:.2f} ms vs lowest "
+                    f"{p99[lowest] / 1000:.2f} ms ({lowest})")
 
 
 def idle_rss(ctx, targets):
@@ -159,10 +166,10 @@ def idle_rss(ctx, targets):
 
 def run(ctx):
     report.section("Plain proxy (issue 2)")
-    report.note(f"wrk -t2 -c64 (-c32 for 1MiB), {ctx.duration} s per round, "
-                f"{ctx.rounds} interleaved rounds, medians. ratio = req/s over "
-                "direct in the same round; own CPU = the target's processes' "
-                "utime+stime per request; other CPU = machine CPU not spent "
+    report.note(f"wrk -t2 -c64 (-c32 for 1MiB), {ctx.duration} s per "
+                f"round, {ctx.rounds} interleaved rounds, medians. ratio = "
+                "req/s over direct in the same round; own CPU = the "
+                "target's processes' utime+stime per request; other CPU = machine CPU not spent "
                 "by wrk, the origin or the target (loopback softirq, other "
                 "tenants), in % of one core.\n")
     targets = start_targets(ctx)
