@@ -169,9 +169,9 @@ def run(ctx):
     report.note(f"wrk -t2 -c64 (-c32 for 1MiB), {ctx.duration} s per "
                 f"round, {ctx.rounds} interleaved rounds, medians. ratio = "
                 "req/s over direct in the same round; own CPU = the "
-                "target's processes' utime+stime per request; other CPU = machine CPU not spent "
-                "by wrk, the origin or the target (loopback softirq, other "
-                "tenants), in % of one core.\n")
+                "target's processes' utime+stime per request; other CPU = "
+                "machine CPU not spent by wrk, the origin or the target "
+                "(loopback softirq, other tenants), in % of one core.\n")
     targets = start_targets(ctx)
     try:
         results = run_rounds(ctx, targets)
