@@ -22,12 +22,21 @@
 /* sluice_peers: socket cookie -> where its bytes go. `bytes` counts what the
  * verdict redirected out of this socket into its peer since the pair was
  * added; the relay waits for the peer to have sent that much before it
- * passes a FIN on. */
+ * passes a FIN on. `held` turns 1 when the socket's limit in sluice_limits
+ * was reached: from then on the verdict redirects nothing more and the
+ * bytes stay in the socket, for user space to read. */
 struct sluice_peer {
 	__u64 peer_cookie;
 	__u64 bytes;
 	__u32 api_index;
-	__u32 pad;
+	__u32 held;
+};
+
+/* sluice_limits: socket cookie -> how many bytes the verdict may redirect
+ * out of it in all (the same count as sluice_peer.bytes). Written by user
+ * space only; a socket without an entry has no limit. */
+struct sluice_limit {
+	__u64 max_bytes;
 };
 
 /* sluice_api_stats: per-CPU, indexed by API position in the rules file. */

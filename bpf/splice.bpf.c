@@ -37,6 +37,14 @@ struct {
 } sluice_peers SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SLUICE_MAX_SOCKETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sluice_limit);
+} sluice_limits SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SLUICE_MAX_APIS);
 	__type(key, __u32);
@@ -65,6 +73,7 @@ int sluice_splice(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct sluice_api_stat *stat;
+	struct sluice_limit *limit;
 	struct sluice_peer *peer;
 	__u32 len = skb->len;
 	__u32 api;
@@ -77,8 +86,19 @@ int sluice_splice(struct __sk_buff *skb)
 		return SK_PASS;
 
 	peer = bpf_map_lookup_elem(&sluice_peers, &cookie);
-	if (!peer)
+	if (!peer || peer->held)
 		return SK_PASS;
+
+	/* Redirects have no backpressure: past its limit the peer's reader
+	 * is too far behind, so stop for good and let these bytes wait in
+	 * this socket, where TCP's window holds the sender back. Stopping
+	 * for good keeps the order: user space forwards what waits here only
+	 * after the peer has sent everything redirected before. */
+	limit = bpf_map_lookup_elem(&sluice_limits, &cookie);
+	if (limit && peer->bytes + len > limit->max_bytes) {
+		peer->held = 1;
+		return SK_PASS;
+	}
 
 	verdict =
 	    bpf_sk_redirect_hash(skb, &sluice_targets, &peer->peer_cookie, 0);

@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,124 @@ static int pair_test(struct sbpf *bpf, size_t len, size_t pre)
 	return ret;
 }
 
+/* Write from SERVER without reading at the client until the kernel pushes
+ * back (EAGAIN for a while); the bytes written so far. */
+static size_t fill_until_blocked(int server, const char *buf, size_t len)
+{
+	size_t sent = 0;
+	int idle = 0;
+	ssize_t n;
+
+	while (sent < len && idle < 20) {
+		n = send(server, buf + sent, len - sent, MSG_DONTWAIT);
+		if (n > 0) {
+			sent += n;
+			idle = 0;
+		} else {
+			idle++;
+			usleep(10000);
+		}
+	}
+	return sent;
+}
+
+/* Forward what waits in FROM (held by the limit) to TO while the rest is
+ * written by SERVER and read at CLIENT; true when CLIENT got all LEN bytes
+ * of BUF in order. */
+static bool finish_by_hand(int server, int from, int to, int client,
+			   const char *buf, size_t len, size_t sent)
+{
+	char *got = malloc(len), chunk[65536];
+	size_t recvd = 0, have = 0, off = 0;
+	bool ok;
+
+	while (got && recvd < len) {
+		struct pollfd p[3] = {
+		    {.fd = server, .events = sent < len ? POLLOUT : 0},
+		    {.fd = from, .events = have ? 0 : POLLIN},
+		    {.fd = client, .events = POLLIN},
+		};
+		ssize_t n;
+
+		if (poll(p, 3, 5000) <= 0)
+			break;
+		if (p[0].revents & POLLOUT) {
+			n = send(server, buf + sent, len - sent, MSG_DONTWAIT);
+			sent += n > 0 ? n : 0;
+		}
+		if (!have) {
+			n = recv(from, chunk, sizeof(chunk), MSG_DONTWAIT);
+			have = n > 0 ? n : 0;
+			off = 0;
+		}
+		if (have) {
+			n = send(to, chunk + off, have, MSG_DONTWAIT);
+			off += n > 0 ? n : 0;
+			have -= n > 0 ? n : 0;
+		}
+		n = recv(client, got + recvd, len - recvd, MSG_DONTWAIT);
+		recvd += n > 0 ? n : 0;
+	}
+	ok = got && recvd == len && memcmp(buf, got, len) == 0;
+	if (!ok)
+		fprintf(stderr, "limit-test: client got %zu of %zu bytes\n",
+			recvd, len);
+	free(got);
+	return ok;
+}
+
+/* limit-test LIMIT BYTES: server -> client through the pair with the
+ * server side limited to LIMIT redirected bytes, the client not reading:
+ * how much the server can write before the kernel pushes back, then the
+ * held rest forwarded by hand; everything must arrive in order. */
+static int limit_test(struct sbpf *bpf, size_t limit, size_t len)
+{
+	int lst, client = -1, proxy_a = -1, proxy_b = -1, server = -1, ret;
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	char *buf = malloc(len);
+	uint64_t redirected = 0;
+	bool held = false;
+	size_t blocked_at;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lst = socket(AF_INET, SOCK_STREAM, 0);
+	if (!buf || lst < 0 || bind(lst, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    listen(lst, 4))
+		return -errno;
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (char)(i * 13 + i / 4093);
+
+	ret = connected_pair(lst, &client, &proxy_a);
+	if (!ret)
+		ret = connected_pair(lst, &proxy_b, &server);
+	if (!ret)
+		ret = sbpf_pair_add(bpf, proxy_a, proxy_b, 0);
+	if (!ret)
+		ret = sbpf_pair_limit(bpf, proxy_b, limit);
+	blocked_at = ret ? 0 : fill_until_blocked(server, buf, len);
+	if (!ret)
+		ret = sbpf_pair_bytes(bpf, proxy_b, &redirected);
+	if (!ret)
+		ret = sbpf_pair_held(bpf, proxy_b, &held);
+	if (!ret && !finish_by_hand(server, proxy_b, proxy_a, client, buf, len,
+				    blocked_at))
+		ret = -EILSEQ;
+	sbpf_pair_remove(bpf, proxy_a, proxy_b);
+	if (!ret)
+		printf("limit ok written_before_block=%zu redirected=%llu "
+		       "held=%d\n",
+		       blocked_at, (unsigned long long)redirected, held);
+	else
+		printf("limit failed: %s\n", strerror(-ret));
+	close(client);
+	close(proxy_a);
+	close(proxy_b);
+	close(server);
+	close(lst);
+	free(buf);
+	return ret;
+}
+
 static void print_status(struct sbpf *bpf)
 {
 	struct evbuffer *out = evbuffer_new();
@@ -378,6 +497,12 @@ int main(int argc, char **argv)
 	}
 	printf("ok\n");
 
+	if (optind + 2 < argc && strcmp(argv[optind], "limit-test") == 0) {
+		ret = limit_test(bpf, strtoul(argv[optind + 1], NULL, 0),
+				 strtoul(argv[optind + 2], NULL, 0));
+		sbpf_close(bpf);
+		return ret ? 1 : 0;
+	}
 	if (optind < argc && strcmp(argv[optind], "pair-test") == 0) {
 		size_t len = 65536, pre = 0;
 

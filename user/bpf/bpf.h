@@ -51,12 +51,32 @@ void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b);
  * receive queues, under TCP flow control again), while both stay redirect
  * targets with their peers entries: bytes already redirected still reach
  * them and sbpf_pair_bytes() keeps its final count. sbpf_pair_remove()
- * later takes them out of everything. Returns 0 or -errno. */
+ * later takes them out of everything. Returns 0 or -errno.
+ * Only while no bytes arrive (the senders are held back or done): a
+ * segment that reaches a socket while it leaves sluice_pairs can be dropped
+ * (the relay lost 848 bytes in one of eight 1 GiB transfers paused
+ * mid-flow on kernel 6.18). */
 int sbpf_pair_pause(struct sbpf *bpf, int fd_a, int fd_b);
 
 /* Bytes the verdict has redirected out of FD since it was added (the
  * per-socket count the relay compares with the peer's acked bytes). */
 int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes);
+
+/* Bound what the verdict may redirect out of FD: MAX_BYTES in all since
+ * the pair was added (the count sbpf_pair_bytes() reports), 0 for no bound.
+ * Past it the verdict stops redirecting FD's bytes for good ("held") and
+ * they wait in FD, where TCP's window holds the sender back, readable with
+ * read()/recv() (not splice(2)). A relay raises the bound as the peer's
+ * reader catches up (peer's sent bytes + allowance) and, once FD is held,
+ * forwards what waits there itself, after the peer has sent everything
+ * redirected before. Keep the pair in the maps while doing so: taking a
+ * held socket out of sluice_pairs (sbpf_pair_pause) stranded the bytes
+ * still queued for it on kernel 6.18 (recv() said EAGAIN for good).
+ * Measured here: with a 1 MiB bound a sender could write 5.5 MiB before
+ * blocking (the bound plus both TCP buffers); without one, all 256 MiB.
+ * sbpf_pair_held() tells whether FD reached its bound. */
+int sbpf_pair_limit(struct sbpf *bpf, int fd, uint64_t max_bytes);
+int sbpf_pair_held(struct sbpf *bpf, int fd, bool *held);
 
 /* The pool's view in sluice_workers (for bpftool): STATE is 0 starting,
  * 1 idle, 2 busy; API is the API of the current call or NULL. Returns 0 or

@@ -202,7 +202,7 @@ int sbpf_pair_add(struct sbpf *bpf, int fd_a, int fd_b, int api_index)
 
 void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b)
 {
-	int targets, pairs, peers;
+	int targets, pairs, peers, limits;
 	int fds[2] = {fd_a, fd_b};
 	__u64 cookies[2];
 	bool have[2];
@@ -212,6 +212,7 @@ void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b)
 	targets = bpf_map__fd(bpf->splice->maps.sluice_targets);
 	pairs = bpf_map__fd(bpf->splice->maps.sluice_pairs);
 	peers = bpf_map__fd(bpf->splice->maps.sluice_peers);
+	limits = bpf_map__fd(bpf->splice->maps.sluice_limits);
 
 	for (int i = 0; i < 2; i++)
 		have[i] = socket_cookie(fds[i], &cookies[i]) == 0;
@@ -223,6 +224,7 @@ void sbpf_pair_remove(struct sbpf *bpf, int fd_a, int fd_b)
 			continue;
 		bpf_map_delete_elem(targets, &cookies[i]);
 		bpf_map_delete_elem(peers, &cookies[i]);
+		bpf_map_delete_elem(limits, &cookies[i]);
 	}
 }
 
@@ -245,9 +247,8 @@ int sbpf_pair_pause(struct sbpf *bpf, int fd_a, int fd_b)
 	return 0;
 }
 
-int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes)
+static int peer_lookup(struct sbpf *bpf, int fd, struct sluice_peer *peer)
 {
-	struct sluice_peer peer;
 	__u64 cookie;
 	int ret;
 
@@ -257,10 +258,48 @@ int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes)
 	if (ret)
 		return ret;
 	if (bpf_map_lookup_elem(bpf_map__fd(bpf->splice->maps.sluice_peers),
-				&cookie, &peer))
+				&cookie, peer))
 		return -errno;
-	*bytes = peer.bytes;
 	return 0;
+}
+
+int sbpf_pair_bytes(struct sbpf *bpf, int fd, uint64_t *bytes)
+{
+	struct sluice_peer peer;
+	int ret = peer_lookup(bpf, fd, &peer);
+
+	if (!ret)
+		*bytes = peer.bytes;
+	return ret;
+}
+
+int sbpf_pair_held(struct sbpf *bpf, int fd, bool *held)
+{
+	struct sluice_peer peer;
+	int ret = peer_lookup(bpf, fd, &peer);
+
+	if (!ret)
+		*held = peer.held != 0;
+	return ret;
+}
+
+int sbpf_pair_limit(struct sbpf *bpf, int fd, uint64_t max_bytes)
+{
+	struct sluice_limit limit = {.max_bytes = max_bytes};
+	__u64 cookie;
+	int map, ret;
+
+	if (!bpf)
+		return -ENOTCONN;
+	ret = socket_cookie(fd, &cookie);
+	if (ret)
+		return ret;
+	map = bpf_map__fd(bpf->splice->maps.sluice_limits);
+	if (max_bytes == 0)
+		ret = bpf_map_delete_elem(map, &cookie);
+	else
+		ret = bpf_map_update_elem(map, &cookie, &limit, BPF_ANY);
+	return ret && errno != ENOENT ? -errno : 0;
 }
 
 int sbpf_worker_set(struct sbpf *bpf, uint32_t pid, const char *api, int state,
