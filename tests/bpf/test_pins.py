@@ -20,6 +20,7 @@ NEED_ROOT = ("error: loading BPF needs root (CAP_BPF, CAP_NET_ADMIN); run "
              "sluiced as root or set bpf.splice: pipe")
 
 MAPS = ["sluice_api_stats", "sluice_apis", "sluice_deny", "sluice_edge_stats",
+        "sluice_limits",
         "sluice_pairs", "sluice_peers", "sluice_targets", "sluice_workers"]
 PROGS = ["sluice_edge", "sluice_splice"]
 
