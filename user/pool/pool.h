@@ -80,7 +80,10 @@ struct pool *pool_start(struct event_base *base, struct rules *rules,
 void pool_submit(struct pool *pool, struct pool_call *call);
 
 /* Main thread: new rules (HUP). Workers are replaced with fresh ones that
- * import the new code; calls in flight finish on the old ones. */
+ * import the new code. The old ones keep taking calls until the first new
+ * one is ready (no gap in service), then take none, finish the calls they
+ * hold and are closed. Queued calls stay queued; none fails because of the
+ * reload, except calls of an API the new rules no longer hook. */
 void pool_reload(struct pool *pool, struct rules *rules);
 
 /* Main thread: fail queued calls with POOL_SHUTDOWN, kill every worker,
