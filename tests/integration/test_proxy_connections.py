@@ -7,9 +7,18 @@ import socket
 import threading
 import time
 
+import pytest
 
-from conftest import SLOW, read_response
+from conftest import SLOW, free_port, read_response, wait_until
 from upstream import pattern
+
+
+def connectable(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def rules(up, **limits):
@@ -289,13 +298,22 @@ def test_client_downloading_longer_than_idle_timeout(gateway, upstream):
     assert resp.body == pattern(size)
 
 
-def test_idle_timeout_closes_handed_off_connection(gateway, upstream):
-    # After its first answer a host-only route with `splice: true` runs in
-    # a relay; idle connections still end after idle_timeout_ms there.
-    gw = gateway({"threads": 1, "limits": {"idle_timeout_ms": 500},
-                  "apis": [{"name": "h", "listen_path": "/",
-                            "hosts": ["api.example.com"], "splice": True,
-                            "upstream": upstream.url}]})
+@pytest.mark.parametrize("route", ["host_only", "own_listener"])
+def test_idle_timeout_closes_handed_off_connection(gateway, upstream, route):
+    # After its first answer a host-only route with `splice: true`, or an
+    # API on its own listener, runs in a relay; idle connections still end
+    # after idle_timeout_ms there.
+    api = {"name": "h", "listen_path": "/", "hosts": ["api.example.com"],
+           "splice": True, "upstream": upstream.url}
+    r = {"threads": 1, "limits": {"idle_timeout_ms": 500}, "apis": [api]}
+    if route == "own_listener":
+        own = free_port()
+        api["listen"] = ["127.0.0.1:%d" % own]
+        r["listen"] = []
+    gw = gateway(r)
+    if route == "own_listener":
+        gw.port = own
+        assert wait_until(lambda: connectable(own))
     s = raw_conn(gw)
     try:
         buf = b""
@@ -304,11 +322,11 @@ def test_idle_timeout_closes_handed_off_connection(gateway, upstream):
             resp, buf = read_response(s, buf)
             assert resp.status == 200
         t0 = time.time()
-        s.settimeout(10 * SLOW)
+        s.settimeout(4 * SLOW)
         try:
             assert s.recv(10) == b""
         except ConnectionResetError:
             pass
-        assert time.time() - t0 < 5 * SLOW
+        assert time.time() - t0 < 3 * SLOW
     finally:
         s.close()

@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from conftest import SLOW, free_port, wait_until
+from conftest import SLOW, free_port, read_response, wait_until
+from upstream import pattern
 
 
 def connectable(port):
@@ -240,3 +241,26 @@ def test_host_only_keepalive_later_requests_get_forwarded_headers(gateway,
             assert headers["x-forwarded-proto"] == "http", i
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("splice", [False, True])
+def test_host_only_pipelined_requests_across_hand_off(gateway, upstream,
+                                                      splice):
+    # Requests pipelined behind the first one are already in the gateway
+    # when the connection is handed off: they go up in order, none lost.
+    gw = gateway({"apis": [{"name": "h", "listen_path": "/",
+                            "hosts": ["api.example.com"], "splice": splice,
+                            "upstream": upstream.url}]})
+    sizes = [3, 100000, 0, 7, 2000000, 5]
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10 * SLOW)
+    try:
+        s.sendall(b"".join(b"GET /bytes/%d HTTP/1.1\r\nHost: api.example.com"
+                           b"\r\n\r\n" % n for n in sizes))
+        buf = b""
+        for n in sizes:
+            resp, buf = read_response(s, buf)
+            assert resp.status == 200 and resp.body == pattern(n), n
+    finally:
+        s.close()
+    assert [r.path for r in upstream.requests] == \
+        ["/bytes/%d" % n for n in sizes]
