@@ -161,6 +161,9 @@ static void sbpf_free(struct sbpf *bpf, bool unpin)
 	sluice_splice__destroy(bpf->splice);
 	if (bpf->lock_fd >= 0)
 		close(bpf->lock_fd);
+	/* The directory goes too when nothing else was left in it. */
+	if (unpin && bpf->lock_fd >= 0)
+		rmdir(bpf->pin_dir);
 	free(bpf->ifaces);
 	free(bpf);
 }

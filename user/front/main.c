@@ -107,7 +107,7 @@ static bool rules_need_bpf(const struct rules *r)
 
 static int setup_bpf(struct sluiced *d)
 {
-	char err[256] = "";
+	char err[512] = "";
 
 	if (rules_need_bpf(d->rules))
 		d->bpf = sbpf_open(d->rules, err, sizeof(err));
@@ -123,6 +123,29 @@ static int setup_bpf(struct sluiced *d)
 	if (d->rules->bpf.splice == RULES_SPLICE_SOCKMAP && !d->bpf)
 		d->splice = RULES_SPLICE_PIPE;
 	return 0;
+}
+
+/* ---- the worker pool ---------------------------------------------------- */
+
+/* Worker state into the pinned sluice_workers map, for bpftool. */
+static void on_worker(void *arg, int pid, int state, const char *api,
+		      uint64_t calls)
+{
+	struct sluiced *d = arg;
+
+	if (!d->bpf)
+		return;
+	if (state < 0)
+		sbpf_worker_delete(d->bpf, (uint32_t)pid);
+	else
+		sbpf_worker_set(d->bpf, (uint32_t)pid, api, state, calls);
+}
+
+static void start_pool(struct sluiced *d, struct rules *rules)
+{
+	d->pool = pool_start(d->base, rules, d->worker_path, d->hooks_dir);
+	if (d->pool)
+		pool_watch_workers(d->pool, on_worker, d);
 }
 
 /* ---- reload and signals ------------------------------------------------- */
@@ -156,8 +179,7 @@ int sluiced_reload(struct sluiced *d, char *err, size_t err_len)
 	if (d->pool)
 		pool_reload(d->pool, next);
 	else if (next->has_middleware)
-		d->pool =
-		    pool_start(d->base, next, d->worker_path, d->hooks_dir);
+		start_pool(d, next);
 	if (d->bpf && sbpf_update(d->bpf, next))
 		log_warn("reload: BPF maps not updated");
 	rules_unref(d->rules);
@@ -393,8 +415,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (d->rules->has_middleware)
-		d->pool =
-		    pool_start(d->base, d->rules, d->worker_path, d->hooks_dir);
+		start_pool(d, d->rules);
 
 	log_startup(d);
 	log_info("started version=%s pid=%d rules=%s", SLUICE_VERSION,

@@ -78,7 +78,7 @@ struct sluiced {
 	struct pool *pool;
 	struct sbpf *bpf;
 	enum rules_splice splice; /* resolved: never AUTO */
-	char bpf_reason[256];
+	char bpf_reason[512];
 
 	char worker_path[PATH_MAX];
 	char hooks_dir[PATH_MAX];
