@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bpf/internal.h"
+#include "common/json.h"
 #include "edge.skel.h"
 #include "../../bpf/sluice_maps.h"
 #include "splice.skel.h"
@@ -32,20 +33,6 @@ static const char *splice_mode_name(enum rules_splice mode, bool loaded)
 	default:
 		return loaded ? "sockmap" : "pipe";
 	}
-}
-
-static void json_string(struct evbuffer *out, const char *s)
-{
-	evbuffer_add(out, "\"", 1);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			evbuffer_add_printf(out, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			evbuffer_add_printf(out, "\\u%04x", *s);
-		else
-			evbuffer_add(out, s, 1);
-	}
-	evbuffer_add(out, "\"", 1);
 }
 
 /* Sum one API's per-CPU counters; false for an unused index. */
@@ -125,7 +112,7 @@ void sbpf_status_json(struct sbpf *bpf, struct evbuffer *out)
 	    splice_mode_name(bpf ? bpf->splice_mode : sbpf_configured_mode(),
 			     bpf != NULL));
 	if (reason)
-		json_string(out, reason);
+		json_write_string(out, reason);
 	else
 		evbuffer_add_printf(out, "null");
 
@@ -134,7 +121,7 @@ void sbpf_status_json(struct sbpf *bpf, struct evbuffer *out)
 		if (!api_bytes(bpf, i, name, &bytes))
 			continue;
 		evbuffer_add_printf(out, "%s", shown++ ? "," : "");
-		json_string(out, name);
+		json_write_string(out, name);
 		evbuffer_add_printf(out, ":%llu", (unsigned long long)bytes);
 	}
 

@@ -11,6 +11,7 @@
 #include <event2/http.h>
 
 #include "bpf/bpf.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "front/sluiced.h"
 #include "version.h"
@@ -32,20 +33,6 @@ static double uptime_s(const struct sluiced *d)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double)(now.tv_sec - d->started.tv_sec) +
 	       (now.tv_nsec - d->started.tv_nsec) / 1e9;
-}
-
-static void json_string(struct evbuffer *out, const char *s)
-{
-	evbuffer_add(out, "\"", 1);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			evbuffer_add_printf(out, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			evbuffer_add_printf(out, "\\u%04x", *s);
-		else
-			evbuffer_add(out, s, 1);
-	}
-	evbuffer_add(out, "\"", 1);
 }
 
 static void sum_api(struct sluiced *d, const char *name, struct stats_api *sum)
@@ -110,7 +97,7 @@ static void handle_status(struct evhttp_request *req, void *arg)
 			    "{\"version\":\"%s\",\"pid\":%d,"
 			    "\"uptime_s\":%.3f,\"rules\":",
 			    SLUICE_VERSION, (int)getpid(), uptime_s(d));
-	json_string(out, d->rules_path);
+	json_write_string(out, d->rules_path);
 	evbuffer_add_printf(out,
 			    ",\"reloads\":%llu,\"threads\":%d,"
 			    "\"connections\":%d,\"apis\":[",
@@ -139,7 +126,7 @@ static void handle_status(struct evhttp_request *req, void *arg)
 				    d->splice == RULES_SPLICE_COPY ? "copy"
 								   : "pipe");
 		if (d->bpf_reason[0])
-			json_string(out, d->bpf_reason);
+			json_write_string(out, d->bpf_reason);
 		else
 			evbuffer_add(out, "null", 4);
 		evbuffer_add_printf(out, ",\"spliced_bytes\":{},\"edge\":[]}");
@@ -288,7 +275,7 @@ static void handle_reload(struct evhttp_request *req, void *arg)
 		send_reply(req, 405, "application/json", out);
 	} else if (sluiced_reload(d, err, sizeof(err))) {
 		evbuffer_add_printf(out, "{\"error\":");
-		json_string(out, err);
+		json_write_string(out, err);
 		evbuffer_add_printf(out, "}\n");
 		send_reply(req, 400, "application/json", out);
 	} else {

@@ -17,6 +17,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/rules.h"
 #include "front/stats.h"
 
@@ -109,9 +110,5 @@ void front_threads_join(struct sluiced *d);
 int front_connection_count(struct sluiced *d);
 /* While draining, stop the thread's loop once its last connection went. */
 void front_thread_check_drained(struct front_thread *t);
-
-/* Monotonic milliseconds and microseconds. */
-int64_t now_ms(void);
-int64_t now_us(void);
 
 #endif

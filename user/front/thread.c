@@ -23,22 +23,6 @@
 #include "front/handoff.h"
 #include "front/sluiced.h"
 
-int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* A listening socket for ADDR, shared with the other threads' sockets for
  * the same address through SO_REUSEPORT. */
 static int listen_socket(const struct rules_addr *addr)

@@ -122,14 +122,14 @@ static int check_message(int fd, const struct rules *rules, const char *raw,
 /* Wait for "ready": 0 with *errors set, or -errno. */
 static int check_wait_ready(int fd, const struct rules *rules, int *errors)
 {
-	int64_t end = pool_now_ms() + POOL_START_TIMEOUT;
+	int64_t end = now_ms() + POOL_START_TIMEOUT;
 	struct wire_in in = {0};
 	char *rxbuf = malloc(1 + MSG_RECORD_MAX);
 	int err = -ENOMEM;
 
 	while (rxbuf) {
 		struct pollfd pfd = {fd, POLLIN, 0};
-		int64_t left = end - pool_now_ms();
+		int64_t left = end - now_ms();
 		const char *msg;
 		size_t len;
 

@@ -113,7 +113,7 @@ void dispatch_unlink(struct pool_call *call)
 	if (call_is_sync(w, call))
 		w->sync_calls--;
 	call->papi->inflight--;
-	hist_add(call->papi, (pool_now_us() - call->sent_at_us) / 1e6);
+	hist_add(call->papi, (now_us() - call->sent_at_us) / 1e6);
 	call->worker = NULL;
 	call->next = NULL;
 }
@@ -161,8 +161,7 @@ void dispatch_queue_timer_arm(struct pool_api *papi)
 		evtimer_del(papi->queue_timer);
 		return;
 	}
-	wait =
-	    papi->q_head->queued_at_ms + papi->queue_timeout_ms - pool_now_ms();
+	wait = papi->q_head->queued_at_ms + papi->queue_timeout_ms - now_ms();
 	if (wait < 0)
 		wait = 0;
 	tv.tv_sec = wait / 1000;
@@ -232,7 +231,7 @@ void dispatch_fail_queue(struct pool_api *papi, enum pool_result result,
 void dispatch_queue_timer_cb(int fd, short what, void *arg)
 {
 	struct pool_api *papi = arg;
-	int64_t now = pool_now_ms();
+	int64_t now = now_ms();
 
 	(void)fd;
 	(void)what;
@@ -312,7 +311,7 @@ static void dispatch_send(struct pool_worker *w, struct pool_call *call)
 	if (call_is_sync(w, call))
 		w->sync_calls++;
 	papi->inflight++;
-	call->sent_at_us = pool_now_us();
+	call->sent_at_us = now_us();
 	call->deadline_ms = call->sent_at_us / 1000 + papi->timeout_ms;
 
 	err = worker_send(w, iov, 2);
@@ -348,7 +347,7 @@ static struct pool_api *dispatch_next_api(struct pool *pool)
  * waiting now reaches that age (0: none). */
 static int dispatch_waiting(const struct pool *pool, int64_t *recheck)
 {
-	int64_t old = pool_now_ms() - POOL_GROW_AFTER_MS;
+	int64_t old = now_ms() - POOL_GROW_AFTER_MS;
 	int slots = pool->rules->python.concurrency;
 	int need = 0;
 
@@ -456,7 +455,7 @@ void pool_submit(struct pool *pool, struct pool_call *call)
 	call->reply = NULL;
 	call->reply_len = 0;
 	call->error = NULL;
-	call->queued_at_ms = pool_now_ms();
+	call->queued_at_ms = now_ms();
 
 	pthread_mutex_lock(&pool->intake_lock);
 	closed = pool->intake_closed;

@@ -143,7 +143,7 @@ static struct kv_entry **kv_slot(struct kv_store *kv, const char *key,
 static void kv_refuse(struct kv_store *kv, const char *key, size_t klen,
 		      size_t vlen)
 {
-	int64_t now = pool_now_ms();
+	int64_t now = now_ms();
 
 	kv->refused++;
 	if (kv->warned_ms && now - kv->warned_ms < KV_WARN_EVERY_MS)
@@ -200,7 +200,7 @@ void kv_set(struct kv_store *kv, const char *key, size_t klen,
 	}
 	e->value = copy;
 	e->vlen = vlen;
-	e->expires_ms = ttl_s > 0 ? pool_now_ms() + ttl_s * 1000 : 0;
+	e->expires_ms = ttl_s > 0 ? now_ms() + ttl_s * 1000 : 0;
 	kv->bytes += kv_entry_size(klen, vlen);
 	kv_grow(kv);
 }
@@ -213,7 +213,7 @@ const void *kv_get(struct kv_store *kv, const char *key, size_t klen,
 
 	if (!e)
 		return NULL;
-	if (kv_expired(e, pool_now_ms())) {
+	if (kv_expired(e, now_ms())) {
 		*p = e->next;
 		kv_entry_free(kv, e);
 		return NULL;
@@ -225,7 +225,7 @@ const void *kv_get(struct kv_store *kv, const char *key, size_t klen,
 /* Drop expired entries from the next KV_SWEEP_SLICE buckets. */
 void kv_sweep(struct kv_store *kv)
 {
-	int64_t now = pool_now_ms();
+	int64_t now = now_ms();
 	size_t end = kv->sweep_at + KV_SWEEP_SLICE;
 
 	if (end > kv->nbuckets)

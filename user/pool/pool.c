@@ -24,22 +24,6 @@
 #define STOP_GRACE_MS 2000
 #define MSG_MAX_EXTRA (1u << 20)
 
-int64_t pool_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t pool_now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 struct pool_api *pool_api_find(struct pool *pool, const char *name)
 {
 	for (struct pool_api *p = pool->apis; p; p = p->next)
@@ -276,12 +260,12 @@ void pool_reload(struct pool *pool, struct rules *rules)
 /* Wait up to MS for every worker to be reaped. */
 static void pool_wait_reaped(struct pool *pool, int ms)
 {
-	int64_t end = pool_now_ms() + ms;
+	int64_t end = now_ms() + ms;
 	struct timespec pause = {0, 10 * 1000 * 1000};
 
 	for (;;) {
 		supervise_reap_all(pool);
-		if (!pool->workers || pool_now_ms() >= end)
+		if (!pool->workers || now_ms() >= end)
 			return;
 		nanosleep(&pause, NULL);
 	}

@@ -25,6 +25,7 @@
 
 #include <msgpack.h>
 
+#include "common/clock.h"
 #include "common/rules.h"
 #include "pool/pool.h"
 
@@ -153,8 +154,6 @@ struct pool {
 };
 
 /* time */
-int64_t pool_now_ms(void);
-int64_t pool_now_us(void);
 
 /* pool.c */
 struct pool_api *pool_api_find(struct pool *pool, const char *name);

@@ -224,7 +224,7 @@ void supervise_timer_arm(struct pool_worker *w)
 		evtimer_del(w->timer_ev);
 		return;
 	}
-	wait = due - pool_now_ms();
+	wait = due - now_ms();
 	if (wait < 0)
 		wait = 0;
 	tv.tv_sec = wait / 1000;
@@ -235,7 +235,7 @@ void supervise_timer_arm(struct pool_worker *w)
 static void worker_timer_cb(int fd, short what, void *arg)
 {
 	struct pool_worker *w = arg;
-	int64_t now = pool_now_ms();
+	int64_t now = now_ms();
 
 	(void)fd;
 	(void)what;
@@ -331,7 +331,7 @@ static void note_death(struct pool *pool)
 		if (delay > BACKOFF_MAX_MS)
 			delay = BACKOFF_MAX_MS;
 	}
-	pool->next_spawn_ms = pool_now_ms() + delay;
+	pool->next_spawn_ms = now_ms() + delay;
 	if (delay)
 		log_warn("worker respawn backoff_ms=%lld deaths_in_a_row=%d",
 			 (long long)delay, pool->crash_streak);
@@ -349,7 +349,7 @@ int supervise_spawn(struct pool *pool, const char *reason)
 	w->fd = -1;
 	w->generation = pool->generation;
 	w->rules = rules_ref(pool->rules);
-	w->started_ms = pool_now_ms();
+	w->started_ms = now_ms();
 	err = worker_process_start(pool->worker_path, pool->hooks_dir, &w->pid,
 				   &w->fd);
 	if (err) {
@@ -381,7 +381,7 @@ int supervise_spawn(struct pool *pool, const char *reason)
 /* Spawning is allowed now, or the spawn timer is armed for when it is. */
 static bool spawn_allowed(struct pool *pool)
 {
-	int64_t wait = pool->next_spawn_ms - pool_now_ms();
+	int64_t wait = pool->next_spawn_ms - now_ms();
 	struct timeval tv;
 
 	if (pool->stopping)
@@ -443,7 +443,7 @@ void supervise_grow(struct pool *pool, int waiting)
  * for growth); 0 cancels. */
 void supervise_grow_timer(struct pool *pool, int64_t at_ms)
 {
-	int64_t wait = at_ms - pool_now_ms();
+	int64_t wait = at_ms - now_ms();
 	struct timeval tv;
 
 	if (!at_ms) {
@@ -481,7 +481,7 @@ void supervise_close(struct pool_worker *w, const char *reason)
 		return;
 	w->state = WORKER_CLOSED;
 	w->close_reason = reason;
-	w->closed_ms = pool_now_ms();
+	w->closed_ms = now_ms();
 	if (w->read_ev)
 		event_del(w->read_ev);
 	if (w->write_ev)
@@ -554,7 +554,7 @@ void supervise_settle(struct pool_worker *w)
 {
 	if (w->ncalls || w->state == WORKER_CLOSED)
 		return;
-	w->idle_since_ms = pool_now_ms();
+	w->idle_since_ms = now_ms();
 	if (w->timed_out) {
 		supervise_kill(w, "deadline");
 		supervise_ensure_min(w->pool);
@@ -711,7 +711,7 @@ static void on_ready(struct pool_worker *w, const msgpack_object *msg)
 		}
 	}
 	w->state = WORKER_READY;
-	w->idle_since_ms = pool_now_ms();
+	w->idle_since_ms = now_ms();
 	w->rss_kb = worker_rss_kb(w->pid);
 	log_info("worker ready pid=%d generation=%u startup_ms=%lld "
 		 "async_apis=%d import_errors=%u",
@@ -916,7 +916,7 @@ static void tick_worker(struct pool_worker *w, int64_t now, int *live)
 void supervise_tick_cb(int fd, short what, void *arg)
 {
 	struct pool *pool = arg;
-	int64_t now = pool_now_ms();
+	int64_t now = now_ms();
 	int live = supervise_live_count(pool);
 
 	(void)fd;
