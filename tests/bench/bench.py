@@ -69,6 +69,8 @@ def parse_args():
     p.add_argument("--duration", type=int, help="seconds per wrk run (3)")
     p.add_argument("--json", metavar="PATH",
                    help="also write every table as JSON to PATH")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="also write the results as Markdown to PATH")
     return p.parse_args()
 
 
@@ -87,18 +89,25 @@ def header(args):
                                 cwd=targets.REPO).stdout.strip()
     except OSError:
         commit = "?"
+    try:
+        version = subprocess.run([targets.sluiced_binary(), "-V"],
+                                 capture_output=True, text=True,
+                                 timeout=10).stdout.split("\n")[0]
+    except (OSError, subprocess.TimeoutExpired):
+        version = "not built"
     busy0 = procs.machine_busy_seconds()
     time.sleep(2.0)
     busy = (procs.machine_busy_seconds() - busy0) / 2.0
     now = datetime.datetime.now(datetime.timezone.utc)
     print(f"# sluice bench, {now:%Y-%m-%d %H:%M} UTC")
-    print(f"\ncommit {commit}, kernel {platform.release()}, "
-          f"{os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f} at start, {busy * 100:.0f}% of one "
-          "core busy before start, "
-          f"{'--quick' if args.quick else 'full run'}", flush=True)
+    text = (f"commit {commit}, {targets.sluiced_binary()} ({version}), "
+            f"kernel {platform.release()}, {os.cpu_count()} CPUs, load "
+            f"average {os.getloadavg()[0]:.2f} at start, {busy * 100:.0f}% "
+            "of one core busy before start, "
+            f"{'--quick' if args.quick else 'full run'}")
+    print(f"\n{text}", flush=True)
     report.REPORT.update(date=f"{now:%Y-%m-%d %H:%M} UTC", commit=commit,
-                         kernel=platform.release(), busy_before=busy)
+                         header=text, busy_before=busy)
 
 
 def run_section(name, ctx):
@@ -146,6 +155,9 @@ def main():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(report.REPORT, f, indent=1)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(report.markdown())
     print(f"\nbench: done in {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 

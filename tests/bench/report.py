@@ -1,5 +1,5 @@
-"""Medians and tables. Everything printed is also kept in REPORT so that
---json can write it out."""
+"""Medians and tables. Everything printed is also kept, in order, in REPORT
+so that --json and --markdown can write it out."""
 
 import statistics
 
@@ -23,13 +23,13 @@ def fmt(value, digits=0):
 
 def section(title):
     print(f"\n## {title}\n", flush=True)
-    REPORT["sections"].append({"title": title, "tables": [], "notes": []})
+    REPORT["sections"].append({"title": title, "items": []})
 
 
 def note(text):
     print(text, flush=True)
     if REPORT["sections"]:
-        REPORT["sections"][-1]["notes"].append(text)
+        REPORT["sections"][-1]["items"].append({"note": text})
 
 
 def skipped(why):
@@ -52,7 +52,7 @@ def table(columns, rows):
         print(line(row))
     print(flush=True)
     if REPORT["sections"]:
-        REPORT["sections"][-1]["tables"].append(
+        REPORT["sections"][-1]["items"].append(
             {"columns": list(columns), "rows": [list(r) for r in rows]})
 
 
@@ -62,3 +62,25 @@ def verdict(value, target, higher_is_better=True):
         return "-"
     ok = value >= target if higher_is_better else value <= target
     return "met" if ok else "missed"
+
+
+def markdown():
+    """REPORT as Markdown: for docs/bench.md's "Latest results"."""
+    out = [f"Run of {REPORT.get('date')}: {REPORT.get('header', '')}", ""]
+    for sec in REPORT["sections"]:
+        out += [f"### {sec['title']}", ""]
+        for item in sec["items"]:
+            if "note" in item:
+                text = item["note"].strip()
+                if text:
+                    out += [text, ""]
+                continue
+            cols, rows = item["columns"], item["rows"]
+            out.append("| " + " | ".join(cols) + " |")
+            text_cols = [not any(ch.isdigit() for ch in str(rows[0][i]))
+                         if rows else True for i in range(len(cols))]
+            out.append("|" + "|".join("---" if t else "---:"
+                                      for t in text_cols) + "|")
+            out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+            out.append("")
+    return "\n".join(out)
