@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -434,6 +435,37 @@ static int count_headers(const struct http_head *head, const char *name)
 	return n;
 }
 
+/* "GET http://host/path HTTP/1.1": RFC 9112 3.2.2 has a server accept the
+ * absolute form and take the host from it, not from Host. Rewrite it to
+ * origin form with a Host header, so everything after sees one shape.
+ * Returns 0 (also when the target is not absolute), -1 when malformed. */
+static int conn_absolute_form(struct conn *c)
+{
+	const char *t = http_str(&c->req, c->req.target);
+	size_t len = c->req.target.len;
+	const char *authority, *path;
+	size_t auth_len;
+
+	if (len < 7 || strncasecmp(t, "http://", 7) != 0)
+		return 0;
+	authority = t + 7;
+	path = memchr(authority, '/', len - 7);
+	auth_len = path ? (size_t)(path - authority) : len - 7;
+	if (auth_len == 0 || memchr(authority, '@', auth_len))
+		return -1;
+	http_head_delete(&c->req, "host");
+	if (http_head_add(&c->req, "Host", authority, auth_len))
+		return -1;
+	/* The path stays where it is in the arena: only the span moves. */
+	if (path) {
+		c->req.target.off += (uint32_t)(path - t);
+		c->req.target.len = (uint32_t)(len - (size_t)(path - t));
+	} else {
+		return http_span_set(&c->req, &c->req.target, "/", 1) ? -1 : 0;
+	}
+	return 0;
+}
+
 /* Checks llhttp leaves to us; returns a status or 0. */
 static int conn_check_head(struct conn *c, const char **why)
 {
@@ -446,6 +478,10 @@ static int conn_check_head(struct conn *c, const char **why)
 	if (c->parser.method == HTTP_CONNECT) {
 		*why = "CONNECT is not supported";
 		return 405;
+	}
+	if (conn_absolute_form(c) < 0) {
+		*why = "bad absolute-form request target";
+		return 400;
 	}
 	if (c->req.target.len == 0 ||
 	    http_str(&c->req, c->req.target)[0] != '/') {
