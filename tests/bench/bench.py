@@ -145,6 +145,7 @@ def main():
         ctx = Context(args, servers, servers.origin())
         for name in args.only or list(SECTIONS):
             failed += run_section(name, ctx)
+        report.targets()
     except KeyboardInterrupt:
         print("\nbench: interrupted, stopping everything", file=sys.stderr)
         return 130

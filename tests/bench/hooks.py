@@ -99,11 +99,14 @@ def noop_cost(ctx, target):
                   "errors"], rows)
     added_cpu = cpu["/noop/64B"] - cpu["/plain/64B"]
     added_p50 = p50["/noop/64B"] - p50["/plain/64B"]
-    report.note(f"targets: no-op ratio {ratio:.2f} (>= 0.7: "
-                f"{report.verdict(ratio, 0.7)}), added CPU {added_cpu:.1f} "
-                f"µs/req (<= 12: {report.verdict(added_cpu, 12, False)}), "
-                f"added p50 {added_p50:.0f} µs (<= 40: "
-                f"{report.verdict(added_p50, 40, False)})\n")
+    v_ratio = report.verdict(ratio, 0.7, label="no-op hook req/s ratio")
+    v_cpu = report.verdict(added_cpu, 12, False, "no-op hook added CPU",
+                           " µs/req")
+    v_p50 = report.verdict(added_p50, 40, False, "no-op hook added p50",
+                           " µs")
+    report.note(f"targets: no-op ratio {ratio:.2f} (>= 0.7: {v_ratio}), "
+                f"added CPU {added_cpu:.1f} µs/req (<= 12: {v_cpu}), "
+                f"added p50 {added_p50:.0f} µs (<= 40: {v_p50})\n")
 
 
 def cpu_scaling(ctx, one, two):
@@ -125,8 +128,9 @@ def cpu_scaling(ctx, one, two):
             for name, _ in pools]
     report.note("CPU-bound hook (2 ms of CPU per call), wrk -t1 -c8:\n")
     report.table(["pool", "req/s", "p99 ms", "CPU µs/req", "errors"], rows)
-    report.note(f"target: 2 workers vs 1 = {ratio:.2f}x (>= 1.8: "
-                f"{report.verdict(ratio, 1.8)})\n")
+    v = report.verdict(ratio, 1.8, label="CPU hook, 2 workers vs 1",
+                       unit="x")
+    report.note(f"target: 2 workers vs 1 = {ratio:.2f}x (>= 1.8: {v})\n")
 
 
 def _burst_in_thread(port, path, n):
@@ -176,20 +180,22 @@ def blocking(ctx, default, one):
                   "plain p50 µs", "plain p99 µs", "p99 vs idle"], rows)
     for name in ("default 2..16, growing", "default 2..16, grown"):
         r = ratios[name]
+        v = report.verdict(r, 1.2, False,
+                           f"plain p99 during blocking ({name})", "x idle")
         report.note(f"target: plain p99 during the blocking burst ({name}) "
-                    f"{r:.2f}x idle (<= 1.2: "
-                    f"{report.verdict(r, 1.2, False)})")
+                    f"{r:.2f}x idle (<= 1.2: {v})")
     report.note("")
 
 
 def async_burst(ctx, target):
     n = 1000
     secs, statuses = load.burst(target.port, "/async/64B", n, timeout=60.0)
+    v = report.verdict(secs, 2.0, False, "1,000 async hooks", " s")
     report.note(f"Async hook (await asyncio.sleep(1)): {n} concurrent "
                 f"requests answered in {secs:.2f} s, statuses "
                 f"{' '.join(f'{k}x{v}' for k, v in sorted(statuses.items()))}"
                 f"; {len(workers_of(target))} workers after. target <= 2 s: "
-                f"{report.verdict(secs, 2.0, False)}\n")
+                f"{v}\n")
 
 
 def _reason(text):
@@ -243,8 +249,9 @@ def run(ctx):
         report.table(["when", "workers", "RSS MiB", "PSS MiB"], rss_rows)
         fresh = rss_rows[0][2]
         if fresh != "-":
-            report.note(f"target: idle worker RSS {fresh} MiB (<= 15: "
-                        f"{report.verdict(float(fresh), 15, False)})")
+            v = report.verdict(float(fresh), 15, False, "idle worker RSS",
+                               " MiB")
+            report.note(f"target: idle worker RSS {fresh} MiB (<= 15: {v})")
     finally:
         for t in started:
             ctx.servers.stop(t)

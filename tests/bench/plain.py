@@ -114,9 +114,11 @@ def targets_line(results):
     ratio = _ratio(results, "sluiced", "64B")
     cpu = median(r["cpu_us_per_req"]["own"]
                  for r in results[("sluiced", "64B")])
+    v_ratio = report.verdict(ratio, 0.6, label="plain 64B ratio to direct")
+    v_cpu = report.verdict(cpu, 18, False, "plain 64B sluiced CPU",
+                           " µs/req")
     report.note(f"targets: sluiced 64B ratio {ratio:.2f} (>= 0.6: "
-                f"{report.verdict(ratio, 0.6)}), sluiced CPU {cpu:.1f} "
-                f"µs/req (< 18: {report.verdict(cpu, 18, False)})")
+                f"{v_ratio}), sluiced CPU {cpu:.1f} µs/req (< 18: {v_cpu})")
     anchors = {n for n, _ in results} - {"sluiced", "direct"}
     for size in SIZES:
         if not anchors:
@@ -160,8 +162,10 @@ def idle_rss(ctx, targets):
     for row in rows:
         if row[0] == "sluiced" and row[3] != "-":
             per = float(row[3].replace(",", ""))
+            v = report.verdict(per, 10, False, "idle connection memory",
+                               " KiB")
             report.note(f"target: sluiced {per:.2f} KiB per idle connection "
-                        f"(target < 10: {report.verdict(per, 10, False)})")
+                        f"(target < 10: {v})")
 
 
 def run(ctx):

@@ -3,7 +3,7 @@ so that --json and --markdown can write it out."""
 
 import statistics
 
-REPORT = {"sections": []}
+REPORT = {"sections": [], "targets": []}
 
 
 def median(values):
@@ -56,12 +56,29 @@ def table(columns, rows):
             {"columns": list(columns), "rows": [list(r) for r in rows]})
 
 
-def verdict(value, target, higher_is_better=True):
-    """"met" / "missed" against a target, "-" without a figure."""
+def verdict(value, target, higher_is_better=True, label=None, unit=""):
+    """"met" / "missed" against a target, "-" without a figure. With a
+    label, the figure also goes into the summary that targets() prints."""
     if value is None:
-        return "-"
-    ok = value >= target if higher_is_better else value <= target
-    return "met" if ok else "missed"
+        result = "-"
+    else:
+        ok = value >= target if higher_is_better else value <= target
+        result = "met" if ok else "missed"
+    if label:
+        shown = "-" if value is None else f"{value:.2f}".rstrip("0") \
+            .rstrip(".")
+        REPORT["targets"].append(
+            [label, shown + unit,
+             f"{'>=' if higher_is_better else '<='} {target}{unit}", result])
+    return result
+
+
+def targets():
+    """The summary of every figure that has a target."""
+    if not REPORT["targets"]:
+        return
+    section("Targets")
+    table(["figure", "measured", "target", "result"], REPORT["targets"])
 
 
 def markdown():

@@ -158,12 +158,14 @@ def summarize(ctx, targets, results):
             continue
         ratio = median(r["mbps"] / d["mbps"] for r, d in
                        zip(sock, results[("direct", size)]))
-        line = (f"targets {size}: sockmap {ratio:.2f}x direct (>= 0.9: "
-                f"{report.verdict(ratio, 0.9)})")
+        v = report.verdict(ratio, 0.9, label=f"sockmap {size} vs direct",
+                           unit="x")
+        line = f"targets {size}: sockmap {ratio:.2f}x direct (>= 0.9: {v})"
         if copy:
             cpu = (median(r["cpu_s_per_gib"]["own"] for r in sock) /
                    max(median(r["cpu_s_per_gib"]["own"] for r in copy),
                        1e-9))
-            line += (f", CPU/GiB {cpu:.2f}x copy's (<= 0.1: "
-                     f"{report.verdict(cpu, 0.1, False)})")
+            v = report.verdict(cpu, 0.1, False,
+                               f"sockmap {size} CPU/GiB vs copy", "x")
+            line += f", CPU/GiB {cpu:.2f}x copy's (<= 0.1: {v})"
         report.note(line)
