@@ -158,9 +158,10 @@ def blocking(ctx, default, one):
     ratios = {}
     # The default pool twice: first while it grows from 2 workers (spawning
     # costs CPU), then again with the workers it grew to. The probe stays
-    # inside the burst: about 1 s with enough workers.
-    for name, t, probe_s in (("default 2..16, growing", default, 0.9),
-                             ("default 2..16, grown", default, 0.9),
+    # inside the burst: n/16 s once 16 workers sleep side by side.
+    inside = max(0.9, n / 16 - 0.5)
+    for name, t, probe_s in (("default 2..16, growing", default, inside),
+                             ("default 2..16, grown", default, inside),
                              ("one worker", one, ctx.duration)):
         thread, out = _burst_in_thread(t.port, "/sleep/64B", n)
         time.sleep(0.05)
