@@ -429,10 +429,13 @@ out:
 		event_free(signals[i]);
 	d->stopping = 1;
 	d->draining = 1;
+	/* Threads first (no new calls), then the pool (which completes what
+	 * is left on the threads' loops), then those loops go. */
 	if (d->threads)
 		front_threads_join(d);
 	if (d->pool)
 		pool_stop(d->pool);
+	front_threads_free(d);
 	if (d->admin)
 		admin_stop(d);
 	if (d->bpf)

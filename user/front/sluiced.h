@@ -107,6 +107,8 @@ int front_threads_run(struct sluiced *d);
 void front_threads_publish(struct sluiced *d, struct rules *rules);
 void front_threads_drain(struct sluiced *d);
 void front_threads_join(struct sluiced *d);
+/* After the pool stopped: run what it delivered, free the loops. */
+void front_threads_free(struct sluiced *d);
 int front_connection_count(struct sluiced *d);
 /* While draining, stop the thread's loop once its last connection went. */
 void front_thread_check_drained(struct front_thread *t);

@@ -229,26 +229,18 @@ static void *thread_main(void *arg)
 	struct front_thread *t = arg;
 	struct timeval second = {1, 0};
 	struct event *tick;
-	struct conn *c;
+	struct conn *c, *next;
 
 	tick = event_new(t->base, -1, EV_PERSIST, tick_cb, t);
 	event_add(tick, &second);
 	event_base_dispatch(t->base);
 
-	/* Stopped: whatever is left goes now. */
-	while ((c = LIST_FIRST(&t->conns))) {
+	/* Stopped: whatever is left goes now. A connection waiting for a
+	 * pool call only closes its socket; front_threads_free() runs the
+	 * call's completion, which frees the rest. */
+	for (c = LIST_FIRST(&t->conns); c; c = next) {
+		next = LIST_NEXT(c, link);
 		c->parsing = false;
-		if (c->call) {
-			/* Its pool call completes later on a base that no
-			 * longer runs: leave the memory, close the socket. */
-			LIST_REMOVE(c, link);
-			t->conn_count--;
-			if (c->bev)
-				stream_free(c->bev);
-			if (c->fd >= 0)
-				close(c->fd);
-			continue;
-		}
 		conn_free(c);
 	}
 	handoff_thread_stop(t);
@@ -354,8 +346,20 @@ void front_threads_join(struct sluiced *d)
 		if (t->control)
 			event_free(t->control);
 		free(t->listeners);
-		if (t->base)
-			event_base_free(t->base);
+		t->listeners = NULL;
+	}
+}
+
+void front_threads_free(struct sluiced *d)
+{
+	for (int i = 0; i < d->thread_count && d->threads; i++) {
+		struct front_thread *t = &d->threads[i];
+
+		if (!t->base)
+			continue;
+		/* Completions the pool delivered after the loop stopped. */
+		event_base_loop(t->base, EVLOOP_NONBLOCK);
+		event_base_free(t->base);
 	}
 	free(d->threads);
 	d->threads = NULL;
