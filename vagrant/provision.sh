@@ -2,7 +2,7 @@
 # provision.sh: turn a Debian 12 host into a sluice gateway: install the
 # build dependencies, build, `make install`, enable and start sluiced under
 # systemd, then check that it answers. The Vagrantfile runs it inside the VM;
-# on an EC2 instance run it by hand from a checkout (docs/deploy.md).
+# on an EC2 instance run it by hand from a checkout (README.md, "Deploying and operating sluice").
 #
 #   provision.sh [--dry-run] [--root DIR] [--prefix PREFIX] [--admin ADDR]
 #                [--src DIR]
