@@ -191,11 +191,11 @@ static void relay_log_stop(const struct relay *relay, int err)
 			 mode, relay->fd[0], relay->fd[1], strerror(-err));
 	log_debug(
 	    "relay stop mode=%s client=%d upstream=%d to_upstream=%" PRIu64
-	    " to_client=%" PRIu64 " fallback=%s held_max=%" PRIu64
+	    " to_client=%" PRIu64 " held=%u backlog_max=%" PRIu64
 	    " error=\"%s\"",
 	    mode, relay->fd[0], relay->fd[1], relay->dir[0].bytes,
-	    relay->dir[1].bytes, relay->fell_back ? "pipe" : "none",
-	    relay->held_max, err ? strerror(-err) : "none");
+	    relay->dir[1].bytes, relay->held, relay->backlog_max,
+	    err ? strerror(-err) : "none");
 }
 
 void relay_finish(struct relay *relay, int err)

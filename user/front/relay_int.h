@@ -11,8 +11,9 @@
  *   SPLICED   the kernel redirects them (sockmap)
  *   FIN_WAIT  the source sent FIN; waiting until the destination socket
  *             holds every redirected byte before passing the FIN on
- *   DRAIN     taken out of the verdict for backpressure; waiting for the
- *             bytes already redirected to reach the destination, then STREAM
+ *   DRAIN     the verdict stopped on `from` (its credit ran out): waiting
+ *             for the bytes already redirected to reach the destination,
+ *             then STREAM by copy
  *   DONE      the FIN was passed on (shutdown of the destination)
  *
  * Both sockets also sit in a private epoll set (the hang-up watch) that
@@ -62,12 +63,13 @@ struct relay_dir {
 	uint64_t bytes; /* delivered to `to`, whatever the path */
 
 	/* sockmap accounting, relative to insertion */
-	uint64_t to_base;     /* acked + queued on `to` before insertion */
-	uint64_t spliced;     /* last count of bytes redirected out of `from` */
-	uint64_t spliced_ack; /* part of `spliced` counted in `bytes` */
-	int quiet_polls;      /* polls with an unchanged count (FIN/DRAIN) */
-	uint64_t received;    /* tcpi_bytes_received of `from` at last poll */
-	uint64_t backlog;     /* redirected, not yet in `to`, at last poll */
+	uint64_t to_base;  /* acked + queued on `to` before insertion */
+	uint64_t spliced;  /* last count of bytes redirected out of `from` */
+	uint64_t limit;	   /* the verdict's credit for `from` */
+	int quiet_polls;   /* polls with an unchanged count (FIN/DRAIN) */
+	uint64_t received; /* tcpi_bytes_received of `from` at last poll */
+	uint64_t backlog;  /* redirected, not yet in `to`, at last poll */
+	bool settled;	   /* sampled after a quiet interval: counts final */
 };
 
 struct relay {
@@ -87,9 +89,9 @@ struct relay {
 	struct event *poll_ev;
 	int poll_ms;
 	int idle_polls;
-	bool in_pairs, in_targets;
-	uint64_t held_max; /* largest backlog seen (for the log) */
-	bool fell_back;
+	bool in_targets;
+	uint64_t backlog_max; /* largest backlog seen (for the log) */
+	unsigned held; /* directions the verdict stopped on (credit spent) */
 
 	relay_done_fn done;
 	void *arg;

@@ -13,13 +13,20 @@
  * verdict redirected out of X, with that count unchanged over two polls,
  * and only then shuts Y down for writing.
  *
- * Backpressure: the verdict drains X at full speed into Y's backlog, however
- * slowly Y's reader reads. A poll (every RELAY_POLL_MS while bytes move,
- * RELAY_POLL_IDLE_MS on a quiet pair) compares what was redirected with
- * what Y took in. Above RELAY_SOCKMAP_BACKLOG the
- * pair leaves the verdict (sbpf_pair_pause); each direction waits until
- * its backlog has drained into the destination and then continues through
- * a pipe, where TCP's window holds the sender back again.
+ * Backpressure: redirects have none; the verdict drains X at full speed
+ * into Y's backlog however slowly Y's reader reads (and on a 2-CPU VM even
+ * a fast reader's backlog grows: the sender's softirq outruns the worker
+ * that writes into Y). So the verdict gets a credit per socket
+ * (sbpf_pair_limit): it may redirect out of X only up to what Y has taken
+ * in plus RELAY_CREDIT. A poll (every RELAY_POLL_MS while bytes move,
+ * RELAY_POLL_IDLE_MS on a quiet pair) raises the credit as Y's reader
+ * catches up. When X runs out of credit the verdict leaves X's bytes in X
+ * for good (the order must hold), where TCP's window holds the sender
+ * back; the direction then waits until Y has taken in everything
+ * redirected and continues in user space, by copy (splice(2) does not see
+ * bytes the verdict left in a socket). Taking a socket out of the map while
+ * bytes flow can drop a segment, so both stay in until both directions are
+ * done.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -38,16 +45,16 @@
 #include "common/log.h"
 #include "front/relay_int.h"
 
-/* Redirected bytes not yet in the destination socket, per direction. */
-#define RELAY_SOCKMAP_BACKLOG (4 * 1024 * 1024)
-#define RELAY_POLL_MS	      5
+/* What the verdict may redirect ahead of the destination's progress, per
+ * direction: the bound on a spliced direction's backlog. */
+#define RELAY_CREDIT (16 * 1024 * 1024)
+/* Raise the credit once the destination took in this much more. */
+#define RELAY_CREDIT_STEP (1024 * 1024)
+#define RELAY_POLL_MS	  5
 /* After this many polls without a moved byte, poll every
  * RELAY_POLL_IDLE_MS instead. */
 #define RELAY_IDLE_POLLS   10
 #define RELAY_POLL_IDLE_MS 20
-/* Socket receive buffer once a pair has fallen back to a pipe: the sender
- * then fills at most this much while the slow reader catches up. */
-#define RELAY_FALLBACK_RCVBUF (256 * 1024)
 /* Pending bytes read per sweep before the insertion. */
 #define RELAY_SWEEP_MAX (256 * 1024)
 
@@ -101,75 +108,69 @@ static void poll_schedule(struct relay *relay, int ms)
 	evtimer_add(relay->poll_ev, &tv);
 }
 
-/* Both sockets leave the maps once no direction needs the kernel any more;
- * before that, removing one would drop what was redirected into it. */
-static void sockmap_leave(struct relay *relay)
+/* Raise the verdict's credit for dir->from as dir->to takes bytes in. */
+static int dir_credit(struct relay_dir *dir, uint64_t written)
 {
-	if (!relay->in_targets)
-		return;
-	sbpf_pair_remove(relay->bpf, relay->fd[0], relay->fd[1]);
-	relay->in_pairs = relay->in_targets = false;
-	evtimer_del(relay->poll_ev);
-}
+	uint64_t limit = written + RELAY_CREDIT;
+	int err;
 
-/* Continue a direction in user space through a pipe. */
-static int dir_to_stream(struct relay_dir *dir)
-{
-	int size = RELAY_FALLBACK_RCVBUF;
-
-	if (dir->relay->fell_back)
-		setsockopt(dir->from, SOL_SOCKET, SO_RCVBUF, &size,
-			   sizeof(size));
-	return relay_stream_start(dir, true);
-}
-
-static int sockmap_pause(struct relay *relay, uint64_t backlog)
-{
-	int err, i;
-
-	err = sbpf_pair_pause(relay->bpf, relay->fd[0], relay->fd[1]);
+	if (limit < dir->limit + RELAY_CREDIT_STEP)
+		return 0;
+	err = sbpf_pair_limit(dir->relay->bpf, dir->from, limit);
 	if (err < 0)
 		return err;
-	relay->in_pairs = false;
-	relay->fell_back = true;
-	log_debug("relay fallback mode=sockmap client=%d upstream=%d "
-		  "backlog=%" PRIu64 " limit=%d",
-		  relay->fd[0], relay->fd[1], backlog, RELAY_SOCKMAP_BACKLOG);
-	for (i = 0; i < 2; i++) {
-		if (relay->dir[i].state == RELAY_DIR_SPLICED) {
-			relay->dir[i].state = RELAY_DIR_DRAIN;
-			relay->dir[i].quiet_polls = 0;
-		}
-		relay_watch_arm(relay, i);
-	}
+	dir->limit = limit;
 	return 0;
 }
 
-/* Update one direction's counts. *moved tells whether the verdict moved
- * bytes since the last poll, *backlog what is redirected but not yet in
- * the destination socket. */
-static int dir_sample(struct relay_dir *dir, bool *moved, uint64_t *backlog)
+/* Has the verdict stopped for good on dir->from (its credit spent)? */
+static int dir_check_held(struct relay_dir *dir)
+{
+	bool held = false;
+	int err;
+
+	err = sbpf_pair_held(dir->relay->bpf, dir->from, &held);
+	if (err < 0 || !held)
+		return err;
+	if (dir->relay->held++ == 0)
+		log_debug("relay held mode=sockmap client=%d upstream=%d "
+			  "from=%d backlog=%" PRIu64 " credit=%d",
+			  dir->relay->fd[0], dir->relay->fd[1], dir->from,
+			  dir->backlog, RELAY_CREDIT);
+	dir->state = RELAY_DIR_DRAIN;
+	dir->quiet_polls = 0;
+	return relay_watch_arm(dir->relay, dir == dir->relay->dir ? 0 : 1);
+}
+
+/* Update one direction's counts and credit. *moved tells whether the
+ * verdict moved bytes since the last poll. */
+static int dir_sample(struct relay_dir *dir, bool *moved)
 {
 	struct relay *relay = dir->relay;
 	uint64_t spliced, written, received = 0;
 	int err;
 
-	/* The cheap check first: one getsockopt on a quiet direction. */
+	/* The cheap check first: one getsockopt on a quiet direction. A
+	 * direction counts as settled after one full sample with nothing
+	 * received since the one before: no verdict can have been running
+	 * then, so its counts and held flag were final. */
 	err = sock_received(dir->from, &received);
 	if (err < 0)
 		return err;
-	if (dir->state == RELAY_DIR_SPLICED && received == dir->received &&
-	    dir->backlog == 0) {
+	if (received != dir->received)
+		dir->settled = false;
+	else if (dir->state == RELAY_DIR_SPLICED && dir->settled &&
+		 dir->backlog == 0) {
 		dir->quiet_polls++;
-		*backlog = 0;
 		return 0;
+	} else {
+		dir->settled = true;
 	}
 	dir->received = received;
 
 	err = sbpf_pair_bytes(relay->bpf, dir->from, &spliced);
-	if (err < 0)
-		return err;
-	err = sock_written(dir->to, false, &written);
+	if (!err)
+		err = sock_written(dir->to, false, &written);
 	if (err < 0)
 		return err;
 	written -= dir->to_base;
@@ -182,24 +183,29 @@ static int dir_sample(struct relay_dir *dir, bool *moved, uint64_t *backlog)
 	} else {
 		dir->quiet_polls++;
 	}
-	*backlog = spliced > written ? spliced - written : 0;
-	dir->backlog = *backlog;
-	if (*backlog > relay->held_max)
-		relay->held_max = *backlog;
-	return 0;
+	dir->backlog = spliced > written ? spliced - written : 0;
+	if (dir->backlog > relay->backlog_max)
+		relay->backlog_max = dir->backlog;
+	if (dir->state == RELAY_DIR_DRAIN)
+		return 0;
+	err = dir_credit(dir, written);
+	if (!err)
+		err = dir_check_held(dir);
+	return err;
 }
 
 /* FIN_WAIT and DRAIN end when the count is final (quiet for a poll: no
- * verdict still running) and the destination holds all of it. */
-static int dir_settle(struct relay_dir *dir, uint64_t backlog)
+ * verdict still running) and the destination holds all of it. Returns
+ * nonzero when the relay is gone. */
+static int dir_settle(struct relay_dir *dir)
 {
 	int err;
 
-	if (dir->quiet_polls < 1 || backlog > 0)
+	if (dir->quiet_polls < 1 || dir->backlog > 0)
 		return 0;
 	if (dir->state == RELAY_DIR_FIN_WAIT)
 		return relay_dir_shutdown(dir);
-	err = dir_to_stream(dir);
+	err = relay_stream_start(dir, false);
 	if (err < 0)
 		relay_finish(dir->relay, err);
 	return err;
@@ -208,7 +214,6 @@ static int dir_settle(struct relay_dir *dir, uint64_t backlog)
 static void sockmap_poll_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay *relay = arg;
-	uint64_t backlog[2] = {0, 0};
 	bool moved = false, waiting = false;
 	int err = 0, i;
 
@@ -216,11 +221,7 @@ static void sockmap_poll_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (i = 0; i < 2 && !err; i++)
 		if (dir_in_kernel(&relay->dir[i]))
-			err = dir_sample(&relay->dir[i], &moved, &backlog[i]);
-	for (i = 0; i < 2 && !err; i++) {
-		if (relay->in_pairs && backlog[i] > RELAY_SOCKMAP_BACKLOG)
-			err = sockmap_pause(relay, backlog[i]);
-	}
+			err = dir_sample(&relay->dir[i], &moved);
 	if (err < 0) {
 		relay_finish(relay, err);
 		return;
@@ -230,16 +231,15 @@ static void sockmap_poll_cb(evutil_socket_t fd, short what, void *arg)
 
 		if (dir->state == RELAY_DIR_FIN_WAIT ||
 		    dir->state == RELAY_DIR_DRAIN) {
-			err = dir_settle(dir, backlog[i]);
-			if (err != 0)
+			if (dir_settle(dir) != 0)
 				return; /* the relay is gone */
 			waiting |= dir_in_kernel(dir);
 		}
 	}
-	if (!dir_in_kernel(&relay->dir[0]) && !dir_in_kernel(&relay->dir[1])) {
-		sockmap_leave(relay);
+	/* Both in user space now: the sockets stay in the maps (no segment
+	 * may meet a removal) until the relay finishes. */
+	if (!dir_in_kernel(&relay->dir[0]) && !dir_in_kernel(&relay->dir[1]))
 		return;
-	}
 
 	/* A spliced socket never reports readable (the verdict takes every
 	 * segment first), so nothing but this poll sees a burst start: it
@@ -287,11 +287,18 @@ static int sockmap_insert(struct relay *relay)
 		if (err < 0)
 			return sockmap_give_up(relay, err);
 	}
+	/* The credit first, so that no byte is redirected without one. */
+	for (i = 0; i < 2; i++) {
+		err = sbpf_pair_limit(relay->bpf, relay->fd[i], RELAY_CREDIT);
+		if (err < 0)
+			return sockmap_give_up(relay, err);
+		relay->dir[i].limit = RELAY_CREDIT;
+	}
 	err = sbpf_pair_add(relay->bpf, relay->fd[0], relay->fd[1],
 			    relay->api_index);
 	if (err < 0)
 		return sockmap_give_up(relay, err);
-	relay->in_pairs = relay->in_targets = true;
+	relay->in_targets = true;
 	for (i = 0; i < 2; i++) {
 		relay->dir[i].state = RELAY_DIR_SPLICED;
 		err = relay_watch_arm(relay, i);
@@ -401,7 +408,7 @@ void relay_sockmap_free(struct relay *relay)
 {
 	if (relay->in_targets && relay->bpf)
 		sbpf_pair_remove(relay->bpf, relay->fd[0], relay->fd[1]);
-	relay->in_pairs = relay->in_targets = false;
+	relay->in_targets = false;
 	if (relay->poll_ev) {
 		event_free(relay->poll_ev);
 		relay->poll_ev = NULL;
