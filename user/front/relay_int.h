@@ -49,7 +49,8 @@ struct relay_dir {
 	struct relay *relay;
 	int from, to;
 	enum relay_dir_state state;
-	bool use_pipe; /* STREAM moves bytes by splice(2), else by copy */
+	bool use_pipe;	 /* STREAM moves bytes by splice(2), else by copy */
+	size_t read_max; /* copy: bytes per read, 0 for RELAY_COPY_BUF */
 
 	struct evbuffer *buf; /* pending bytes; in copy mode also the buffer */
 	int pipe_rd, pipe_wr; /* -1 until STREAM through a pipe */
@@ -111,6 +112,8 @@ void relay_stream_free(struct relay_dir *dir);
 void relay_stream_kick(struct relay_dir *dir);
 /* Socket write that never raises SIGPIPE; -errno on failure. */
 ssize_t relay_send(int fd, struct evbuffer *buf);
+/* Read at most MAX bytes into BUF: > 0, 0 at EOF, -errno. */
+ssize_t relay_recv(int fd, struct evbuffer *buf, size_t max);
 
 /* relay_sockmap.c */
 int relay_sockmap_start(struct relay *relay);

@@ -49,6 +49,24 @@ ssize_t relay_send(int fd, struct evbuffer *buf)
 	return n;
 }
 
+ssize_t relay_recv(int fd, struct evbuffer *buf, size_t max)
+{
+	struct evbuffer_iovec vec;
+	ssize_t n;
+
+	/* One contiguous chunk and a plain recv(): evbuffer_read() would
+	 * first ask the socket how much it holds (one more syscall). */
+	if (evbuffer_reserve_space(buf, max, &vec, 1) < 1)
+		return -ENOMEM;
+	n = recv(fd, vec.iov_base, max, MSG_DONTWAIT);
+	if (n < 0)
+		return -errno;
+	vec.iov_len = n;
+	if (evbuffer_commit_space(buf, &vec, 1) < 0)
+		return -ENOMEM;
+	return n;
+}
+
 static size_t dir_held(const struct relay_dir *dir)
 {
 	return evbuffer_get_length(dir->buf) + dir->in_pipe;
@@ -60,12 +78,10 @@ static ssize_t dir_fill(struct relay_dir *dir)
 {
 	ssize_t n;
 
-	if (!dir->use_pipe) {
-		n = evbuffer_read(dir->buf, dir->from,
-				  RELAY_COPY_BUF -
-				      evbuffer_get_length(dir->buf));
-		return n < 0 ? -errno : n;
-	}
+	if (!dir->use_pipe)
+		return relay_recv(dir->from, dir->buf,
+				  dir->read_max ? dir->read_max
+						: RELAY_COPY_BUF);
 	n = splice(dir->from, NULL, dir->pipe_wr, NULL,
 		   dir->pipe_cap - dir->in_pipe, SPLICE_FLAGS);
 	if (n < 0)
