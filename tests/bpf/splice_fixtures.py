@@ -136,8 +136,8 @@ class Upstream:
             self.socks.append(sock)
             thread = threading.Thread(target=self._run, args=(sock,),
                                       daemon=True)
-            self.threads.append(thread)
             thread.start()
+            self.threads.append(thread)
 
     def _run(self, sock: socket.socket) -> None:
         try:

@@ -288,7 +288,7 @@ SLOW_SECONDS = 2.5
 # recv: the sockets' buffers on the way (a few MiB each) plus, in sockmap
 # mode, the verdict's credit (16 MiB redirected ahead of what the client's
 # socket took in). Unbounded, it would be the whole transfer.
-SLOW_IN_FLIGHT_MAX = 96 << 20
+SLOW_IN_FLIGHT_MAX = 64 << 20
 PROBE_RSS_MAX_KIB = 64 << 10
 
 
