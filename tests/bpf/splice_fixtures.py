@@ -120,6 +120,7 @@ class Upstream:
         self.listener.listen(1024)
         self.port = self.listener.getsockname()[1]
         self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
         self.errors: list[BaseException] = []
         self.socks: list[socket.socket] = []
         self.stopping = False
@@ -136,8 +137,9 @@ class Upstream:
             self.socks.append(sock)
             thread = threading.Thread(target=self._run, args=(sock,),
                                       daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            with self.lock:  # join() sees only started threads
+                self.threads.append(thread)
+                thread.start()
 
     def _run(self, sock: socket.socket) -> None:
         try:
@@ -149,7 +151,9 @@ class Upstream:
 
     def join(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
-        for thread in list(self.threads):
+        with self.lock:
+            threads = list(self.threads)
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
