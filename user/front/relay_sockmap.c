@@ -143,7 +143,8 @@ static int dir_check_held(struct relay_dir *dir)
 			  dir->relay->fd[0], dir->relay->fd[1], dir->from,
 			  dir->backlog, RELAY_CREDIT);
 	dir->state = RELAY_DIR_DRAIN;
-	dir->quiet_polls = 0;
+	dir->quiet_polls =
+	    -1; /* two more samples, see relay_sockmap_on_rdhup */
 	return relay_watch_arm(dir->relay, dir == dir->relay->dir ? 0 : 1);
 }
 
@@ -261,7 +262,10 @@ void relay_sockmap_on_rdhup(struct relay *relay, int side)
 	struct relay_dir *dir = &relay->dir[side];
 
 	dir->state = RELAY_DIR_FIN_WAIT;
-	dir->quiet_polls = 0;
+	/* The hang-up can be seen before the verdict has run on the last
+	 * segment (data and FIN in one): the count is final only once two
+	 * samples taken after it agree. */
+	dir->quiet_polls = -1;
 	relay->idle_polls = 0;
 	poll_schedule(relay, 0);
 }
