@@ -298,8 +298,6 @@ def test_client_downloading_longer_than_idle_timeout(gateway, upstream):
     assert resp.body == pattern(size)
 
 
-@pytest.mark.xfail(reason="front bug: relays have no idle timeout "
-                   "(briefs/front-bugs.md #8)", strict=True)
 @pytest.mark.parametrize("route", ["host_only", "own_listener"])
 def test_idle_timeout_closes_handed_off_connection(gateway, upstream, route):
     # After its first answer a host-only route with `splice: true`, or an

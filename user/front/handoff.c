@@ -84,6 +84,9 @@ bool handoff_try(struct conn *c)
 			 c->api->name, (int)t->d->splice);
 		goto fail;
 	}
+	/* An idle handed-off connection ends like an idle one in the front
+	 * (between idle_timeout_ms and twice that, checked per period). */
+	relay_set_idle_timeout(h->relay, t->rules->limits.idle_timeout_ms);
 	log_debug("handed off api=%s peer=%s", c->api->name, c->peer);
 	LIST_INSERT_HEAD(&t->handoffs, h, link);
 	/* The relay owns both sockets now: the conn and upconn go without

@@ -161,6 +161,8 @@ static void relay_free(struct relay *relay)
 	}
 	if (relay->watch_ev)
 		event_free(relay->watch_ev);
+	if (relay->idle_ev)
+		event_free(relay->idle_ev);
 	if (relay->watch_fd >= 0)
 		close(relay->watch_fd);
 	free(relay);
@@ -215,6 +217,41 @@ void relay_finish(struct relay *relay, int err)
 	relay_free(relay);
 	if (done)
 		done(arg, &counts);
+}
+
+static uint64_t relay_moved(const struct relay *relay)
+{
+	return relay->dir[0].bytes + relay->dir[1].bytes;
+}
+
+static void relay_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *relay = arg;
+	uint64_t moved = relay_moved(relay);
+
+	(void)fd;
+	(void)what;
+	if (moved != relay->idle_seen) {
+		relay->idle_seen = moved;
+		return;
+	}
+	log_debug("relay idle mode=%s client=%d upstream=%d: closing",
+		  relay_mode_name(relay->mode), relay->fd[0], relay->fd[1]);
+	relay_finish(relay, 0);
+}
+
+int relay_set_idle_timeout(struct relay *relay, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	if (ms <= 0)
+		return 0;
+	relay->idle_seen = relay_moved(relay);
+	relay->idle_ev =
+	    event_new(relay->base, -1, EV_PERSIST, relay_idle_cb, relay);
+	if (!relay->idle_ev || event_add(relay->idle_ev, &tv) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 void relay_abort(struct relay *relay)

@@ -48,6 +48,12 @@ struct relay *relay_start(struct event_base *base, enum rules_splice mode,
 			  struct evbuffer *pending_down, relay_done_fn done,
 			  void *arg);
 
+/* Close both sockets (and call done) once no byte has moved either way
+ * for MS milliseconds, like an idle keep-alive connection in the front.
+ * In sockmap mode the bytes are sampled by the relay's poll, so the
+ * timeout is good to a few tens of milliseconds. */
+int relay_set_idle_timeout(struct relay *relay, int ms);
+
 /* Stop at once (shutdown): close both sockets; done is not called. */
 void relay_abort(struct relay *relay);
 

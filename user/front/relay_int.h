@@ -94,6 +94,10 @@ struct relay {
 	uint64_t backlog_max; /* largest backlog seen (for the log) */
 	unsigned held; /* directions the verdict stopped on (credit spent) */
 
+	/* idle timeout: no byte either way for one whole period */
+	struct event *idle_ev;
+	uint64_t idle_seen; /* bytes moved at the last tick */
+
 	relay_done_fn done;
 	void *arg;
 	bool finished;
