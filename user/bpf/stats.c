@@ -21,18 +21,12 @@ struct edge_row {
 	__u64 dropped;
 };
 
+/* What `auto` is on this machine: sockmap once BPF is loaded. */
 static const char *splice_mode_name(enum rules_splice mode, bool loaded)
 {
-	switch (mode) {
-	case RULES_SPLICE_SOCKMAP:
-		return "sockmap";
-	case RULES_SPLICE_PIPE:
-		return "pipe";
-	case RULES_SPLICE_COPY:
-		return "copy";
-	default:
+	if (mode == RULES_SPLICE_AUTO)
 		return loaded ? "sockmap" : "pipe";
-	}
+	return rules_splice_name(mode);
 }
 
 /* Sum one API's per-CPU counters; false for an unused index. */

@@ -2055,3 +2055,17 @@ const struct rules_api *rules_find_api(const struct rules *rules,
 			return &rules->apis[i];
 	return NULL;
 }
+
+const char *rules_splice_name(enum rules_splice mode)
+{
+	switch (mode) {
+	case RULES_SPLICE_SOCKMAP:
+		return "sockmap";
+	case RULES_SPLICE_PIPE:
+		return "pipe";
+	case RULES_SPLICE_COPY:
+		return "copy";
+	default:
+		return "auto";
+	}
+}

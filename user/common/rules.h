@@ -178,6 +178,9 @@ struct rules *rules_load(const char *file, char *err, size_t err_len);
 struct rules *rules_ref(struct rules *rules);
 void rules_unref(struct rules *rules);
 
+/* "auto", "sockmap", "pipe" or "copy". */
+const char *rules_splice_name(enum rules_splice mode);
+
 /* Find an API by name; NULL when there is none. */
 const struct rules_api *rules_find_api(const struct rules *rules,
 				       const char *name);

@@ -255,18 +255,6 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
 
 /* ---- start-up ----------------------------------------------------------- */
 
-static const char *splice_name(enum rules_splice mode)
-{
-	static const char *const names[] = {
-	    [RULES_SPLICE_AUTO] = "auto",
-	    [RULES_SPLICE_SOCKMAP] = "sockmap",
-	    [RULES_SPLICE_PIPE] = "pipe",
-	    [RULES_SPLICE_COPY] = "copy",
-	};
-
-	return names[mode];
-}
-
 static void log_startup(const struct sluiced *d)
 {
 	const struct rules *r = d->rules;
@@ -284,7 +272,7 @@ static void log_startup(const struct sluiced *d)
 			 a->upstreams[0].url,
 			 a->listen_count ? a->listen[0].text : "-");
 	}
-	log_info("splice mode=%s bpf=%s", splice_name(d->splice),
+	log_info("splice mode=%s bpf=%s", rules_splice_name(d->splice),
 		 d->bpf ? "loaded" : "off");
 }
 

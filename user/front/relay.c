@@ -32,20 +32,6 @@ enum rules_splice relay_mode_for(enum rules_splice configured,
 	return configured;
 }
 
-const char *relay_mode_name(enum rules_splice mode)
-{
-	switch (mode) {
-	case RULES_SPLICE_SOCKMAP:
-		return "sockmap";
-	case RULES_SPLICE_PIPE:
-		return "pipe";
-	case RULES_SPLICE_COPY:
-		return "copy";
-	default:
-		return "auto";
-	}
-}
-
 static int socket_error(int fd)
 {
 	socklen_t len = sizeof(int);
@@ -185,7 +171,7 @@ static void relay_close_sockets(struct relay *relay, bool reset)
 
 static void relay_log_stop(const struct relay *relay, int err)
 {
-	const char *mode = relay_mode_name(relay->mode);
+	const char *mode = rules_splice_name(relay->mode);
 
 	if (err && err != -ECONNRESET && err != -EPIPE)
 		log_warn("relay failed mode=%s client=%d upstream=%d "
@@ -236,7 +222,7 @@ static void relay_idle_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	log_debug("relay idle mode=%s client=%d upstream=%d: closing",
-		  relay_mode_name(relay->mode), relay->fd[0], relay->fd[1]);
+		  rules_splice_name(relay->mode), relay->fd[0], relay->fd[1]);
 	relay_finish(relay, 0);
 }
 
@@ -345,7 +331,7 @@ struct relay *relay_start(struct event_base *base, enum rules_splice mode,
 		evbuffer_add_buffer(relay->dir[1].buf, pending_down);
 	log_debug("relay start mode=%s client=%d upstream=%d api=%d "
 		  "pending_up=%zu pending_down=%zu",
-		  relay_mode_name(relay->mode), client_fd, upstream_fd,
+		  rules_splice_name(relay->mode), client_fd, upstream_fd,
 		  api_index, evbuffer_get_length(relay->dir[0].buf),
 		  evbuffer_get_length(relay->dir[1].buf));
 
@@ -362,7 +348,7 @@ fail_pending:
 fail:
 	log_warn("relay start failed mode=%s client=%d upstream=%d "
 		 "error=\"%s\"",
-		 relay_mode_name(relay->mode), client_fd, upstream_fd,
+		 rules_splice_name(relay->mode), client_fd, upstream_fd,
 		 strerror(-err));
 	relay_sockmap_free(relay);
 	relay_free(relay);

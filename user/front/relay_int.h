@@ -107,7 +107,6 @@ struct relay {
 void relay_finish(struct relay *relay, int err);
 int relay_dir_shutdown(struct relay_dir *dir);
 int relay_watch_arm(struct relay *relay, int side);
-const char *relay_mode_name(enum rules_splice mode);
 
 /* relay_stream.c: copy and pipe */
 int relay_stream_start(struct relay_dir *dir, bool use_pipe);
