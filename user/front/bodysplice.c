@@ -9,12 +9,12 @@
  * message, and the exchange finishes as usual.
  */
 #include <event2/buffer.h>
-#include "front/stream.h"
 #include <event2/event.h>
 
 #include "common/log.h"
 #include "front/conn.h"
 #include "front/relay.h"
+#include "front/stream.h"
 
 #define BODY_SPLICE_MIN (128 * 1024)
 
@@ -50,7 +50,7 @@ static void response_spliced(void *arg, int err)
 	c->bytes_out += c->splice_len;
 	c->splice_left = 0;
 	c->resp_done = true;
-	stream_read_enable(c->up->bev);
+	stream_read_enable(c->up->io);
 	conn_finish(c);
 }
 
@@ -60,7 +60,7 @@ void body_splice_response(struct conn *c)
 	struct upconn *u = c->up;
 
 	c->splice_len = c->splice_left;
-	move_read_bytes(u->bev, c->bev, &c->splice_left);
+	move_read_bytes(u->io, c->io, &c->splice_left);
 	c->bytes_out += c->splice_len - c->splice_left;
 	c->splice_len = c->splice_left;
 	if (c->splice_left == 0) {
@@ -68,7 +68,7 @@ void body_splice_response(struct conn *c)
 		conn_finish(c);
 		return;
 	}
-	stream_read_disable(u->bev);
+	stream_read_disable(u->io);
 	body_splice_resume(c);
 }
 
@@ -92,7 +92,7 @@ static void request_spliced(void *arg, int err)
 	 * message. What it knew of this one is saved in the conn. */
 	llhttp_init(&c->parser, HTTP_REQUEST, &conn_request_settings);
 	c->parser.data = c;
-	stream_read_enable(c->bev);
+	stream_read_enable(c->io);
 }
 
 /* The request head went upstream; the body has req_length bytes. Returns
@@ -100,17 +100,17 @@ static void request_spliced(void *arg, int err)
 bool body_splice_request(struct conn *c)
 {
 	uint64_t left = c->req_length;
-	struct evbuffer *in = stream_input(c->bev);
+	struct evbuffer *in = stream_input(c->io);
 
 	/* All of it already read: nothing to gain. */
 	if (evbuffer_get_length(in) >= left)
 		return false;
-	move_read_bytes(c->bev, c->up->bev, &left);
+	move_read_bytes(c->io, c->up->io, &left);
 	c->bytes_in += c->req_length - left;
 	c->splice_up = true;
 	c->splice_left = left;
 	c->splice_len = left;
-	stream_read_disable(c->bev);
+	stream_read_disable(c->io);
 	body_splice_resume(c);
 	return true;
 }
@@ -119,7 +119,7 @@ bool body_splice_request(struct conn *c)
  * bytes keep their order. Called again from the write callbacks. */
 void body_splice_resume(struct conn *c)
 {
-	struct stream *to = c->splice_up ? c->up->bev : c->bev;
+	struct stream *to = c->splice_up ? c->up->io : c->io;
 	int from_fd = c->splice_up ? c->fd : c->up->fd;
 	int to_fd = c->splice_up ? c->up->fd : c->fd;
 

@@ -11,19 +11,16 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include "front/stream.h"
 #include <event2/event.h>
 
 #include "common/log.h"
 #include "front/handoff.h"
 #include "front/route.h"
+#include "front/stream.h"
 
-/* Stop reading the client while this much waits for the upstream. */
-#define CONN_HIGH_WATER (1024 * 1024)
-
-static void conn_read_cb(struct stream *bev, void *arg);
-static void conn_write_cb(struct stream *bev, void *arg);
-static void conn_event_cb(struct stream *bev, short what, void *arg);
+static void conn_read_cb(struct stream *io, void *arg);
+static void conn_write_cb(struct stream *io, void *arg);
+static void conn_event_cb(struct stream *io, short what, void *arg);
 static void conn_header_timeout(evutil_socket_t fd, short what, void *arg);
 
 static const struct rules_limits *conn_limits(struct conn *c)
@@ -46,7 +43,7 @@ static void timer_arm(struct conn *c, int ms)
 void conn_set_client_timeouts(struct conn *c, bool expect_input)
 {
 	stream_set_timeouts(
-	    c->bev, expect_input ? conn_limits(c)->idle_timeout_ms : 0, 0);
+	    c->io, expect_input ? conn_limits(c)->idle_timeout_ms : 0, 0);
 }
 
 void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
@@ -72,12 +69,12 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 	else
 		snprintf(c->peer, sizeof(c->peer), "unix");
 
-	c->bev = stream_new(t->base, fd);
+	c->io = stream_new(t->base, fd);
 	c->timer = evtimer_new(t->base, conn_header_timeout, c);
-	if (!c->bev || !c->timer) {
+	if (!c->io || !c->timer) {
 		log_warn("accept dropped listener=%s: out of memory", listener);
-		if (c->bev)
-			stream_free(c->bev);
+		if (c->io)
+			stream_free(c->io);
 		free(c);
 		close(fd);
 		return;
@@ -88,9 +85,9 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 	http_head_init(&c->resp);
 
 	conn_set_client_timeouts(c, true);
-	stream_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	stream_set_write_low(c->bev, 64 * 1024);
-	stream_read_enable(c->bev);
+	stream_setcb(c->io, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	stream_set_write_low(c->io, 64 * 1024);
+	stream_read_enable(c->io);
 
 	/* The first head must arrive within header_timeout_ms of the
 	 * connect, as with nginx's client_header_timeout. */
@@ -125,9 +122,9 @@ void conn_free(struct conn *c)
 		return;
 	}
 	conn_release_exchange(c);
-	if (c->bev) {
-		stream_free(c->bev);
-		c->bev = NULL;
+	if (c->io) {
+		stream_free(c->io);
+		c->io = NULL;
 	}
 	if (c->fd >= 0 && c->phase != CONN_HANDED_OFF)
 		close(c->fd);
@@ -154,8 +151,8 @@ static void conn_close_after_flush(struct conn *c)
 {
 	c->phase = CONN_CLOSING;
 	evtimer_del(c->timer);
-	stream_read_disable(c->bev);
-	if (evbuffer_get_length(stream_output(c->bev)) == 0)
+	stream_read_disable(c->io);
+	if (evbuffer_get_length(stream_output(c->io)) == 0)
 		conn_free(c);
 }
 
@@ -242,7 +239,7 @@ void conn_finish(struct conn *c)
 	conn_set_client_timeouts(c, true);
 	if (c->read_blocked) {
 		c->read_blocked = false;
-		stream_read_enable(c->bev);
+		stream_read_enable(c->io);
 	}
 	if (!c->parsing)
 		conn_read(c);
@@ -250,7 +247,7 @@ void conn_finish(struct conn *c)
 
 void conn_fail(struct conn *c, int status, const char *message)
 {
-	struct evbuffer *out = stream_output(c->bev);
+	struct evbuffer *out = stream_output(c->io);
 
 	if (c->resp_started) {
 		conn_abort(c, message);
@@ -556,7 +553,7 @@ static void conn_route(struct conn *c)
 	}
 
 	if (c->expect_continue)
-		evbuffer_add_printf(stream_output(c->bev),
+		evbuffer_add_printf(stream_output(c->io),
 				    "HTTP/1.1 100 Continue\r\n\r\n");
 
 	http_head_strip_hop_by_hop(&c->req);
@@ -613,7 +610,7 @@ static void conn_parse_error(struct conn *c, llhttp_errno_t err)
 
 void conn_read(struct conn *c)
 {
-	struct evbuffer *in = stream_input(c->bev);
+	struct evbuffer *in = stream_input(c->io);
 
 	c->parsing = true;
 	while (!c->free_pending && conn_wants_input(c)) {
@@ -670,7 +667,7 @@ void conn_read(struct conn *c)
 	if (!c->free_pending && !conn_wants_input(c) &&
 	    c->phase != CONN_CLOSING &&
 	    evbuffer_get_length(in) > conn_limits(c)->header_bytes)
-		stream_read_disable(c->bev);
+		stream_read_disable(c->io);
 	c->parsing = false;
 	if (c->free_pending) {
 		c->free_pending = false;
@@ -678,18 +675,18 @@ void conn_read(struct conn *c)
 	}
 }
 
-static void conn_read_cb(struct stream *bev, void *arg)
+static void conn_read_cb(struct stream *io, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)bev;
+	(void)io;
 	conn_read(c);
 }
 
-static void conn_write_cb(struct stream *bev, void *arg)
+static void conn_write_cb(struct stream *io, void *arg)
 {
 	struct conn *c = arg;
-	size_t queued = evbuffer_get_length(stream_output(bev));
+	size_t queued = evbuffer_get_length(stream_output(io));
 
 	if (c->phase == CONN_CLOSING) {
 		if (queued == 0)
@@ -702,14 +699,14 @@ static void conn_write_cb(struct stream *bev, void *arg)
 	}
 	/* The client took the response bytes: let the upstream go on. */
 	if (c->up && c->phase == CONN_FORWARD)
-		stream_read_enable(c->up->bev);
+		stream_read_enable(c->up->io);
 }
 
-static void conn_event_cb(struct stream *bev, short what, void *arg)
+static void conn_event_cb(struct stream *io, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)bev;
+	(void)io;
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (what & BEV_EVENT_WRITING) {
 			conn_abort(c, "client read nothing of its answer");

@@ -45,7 +45,7 @@ enum conn_phase {
 struct upconn {
 	TAILQ_ENTRY(upconn) idle_link;
 	struct front_thread *t;
-	struct stream *bev;
+	struct stream *io;
 	int fd;
 	struct sockaddr_storage sa;
 	socklen_t sa_len;
@@ -59,7 +59,7 @@ struct upconn {
 struct conn {
 	LIST_ENTRY(conn) link;
 	struct front_thread *t;
-	struct stream *bev;
+	struct stream *io;
 	int fd;
 	const char *listener;
 	char peer[48];

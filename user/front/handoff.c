@@ -4,12 +4,12 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include "front/stream.h"
 
 #include "common/log.h"
 #include "front/conn.h"
 #include "front/relay.h"
 #include "front/route.h"
+#include "front/stream.h"
 
 /* One handed-off connection pair, kept so a stopping thread can end it. */
 struct handoff {
@@ -27,7 +27,7 @@ static bool handoff_eligible(const struct conn *c)
 	    !c->keep_alive || c->close_after || !c->req_done || !c->resp_done)
 		return false;
 	if (!llhttp_should_keep_alive((llhttp_t *)&u->parser) ||
-	    evbuffer_get_length(stream_input(u->bev)) > 0)
+	    evbuffer_get_length(stream_input(u->io)) > 0)
 		return false;
 	return c->api->splice &&
 	       (route_exclusive(c->rules, c->listener) == c->api ||
@@ -66,9 +66,9 @@ bool handoff_try(struct conn *c)
 	/* What the upstream has not been sent yet and what the client
 	 * pipelined go up first; what the client has not been sent yet goes
 	 * down first. */
-	evbuffer_add_buffer(up_pending, stream_output(u->bev));
-	evbuffer_add_buffer(up_pending, stream_input(c->bev));
-	evbuffer_add_buffer(down_pending, stream_output(c->bev));
+	evbuffer_add_buffer(up_pending, stream_output(u->io));
+	evbuffer_add_buffer(up_pending, stream_input(c->io));
+	evbuffer_add_buffer(down_pending, stream_output(c->io));
 	h->t = t;
 	h->slot = c->slot;
 	h->relay =
@@ -77,8 +77,8 @@ bool handoff_try(struct conn *c)
 	if (!h->relay) {
 		/* Nothing moved yet: put the bytes back and carry on in the
 		 * front. */
-		evbuffer_add_buffer(stream_input(c->bev), up_pending);
-		evbuffer_prepend_buffer(stream_output(c->bev), down_pending);
+		evbuffer_add_buffer(stream_input(c->io), up_pending);
+		evbuffer_prepend_buffer(stream_output(c->io), down_pending);
 		log_warn("hand-off failed api=%s mode=%d: %m; staying in the "
 			 "front",
 			 c->api->name, (int)t->d->splice);

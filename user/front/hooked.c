@@ -11,11 +11,11 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include "front/stream.h"
 #include <msgpack.h>
 
 #include "common/log.h"
 #include "front/conn.h"
+#include "front/stream.h"
 #include "pool/pool.h"
 
 void hooked_start(struct conn *c)
@@ -246,7 +246,7 @@ static void set_body(struct conn *c, const msgpack_object *o)
  * the edited response. */
 static void send_buffered_response(struct conn *c)
 {
-	struct evbuffer *out = stream_output(c->bev);
+	struct evbuffer *out = stream_output(c->io);
 
 	http_head_strip_hop_by_hop(&c->resp);
 	if (c->resp.reason.len == 0)

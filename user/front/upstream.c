@@ -16,25 +16,25 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include "front/stream.h"
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "front/stream.h"
 
 #define UPSTREAM_HIGH_WATER (1024 * 1024)
 #define UPSTREAM_IDLE_MAX   256
 
-static void up_read_cb(struct stream *bev, void *arg);
-static void up_write_cb(struct stream *bev, void *arg);
-static void up_event_cb(struct stream *bev, short what, void *arg);
-static void up_idle_cb(struct stream *bev, short what, void *arg);
-static void up_idle_read_cb(struct stream *bev, void *arg);
+static void up_read_cb(struct stream *io, void *arg);
+static void up_write_cb(struct stream *io, void *arg);
+static void up_event_cb(struct stream *io, short what, void *arg);
+static void up_idle_cb(struct stream *io, short what, void *arg);
+static void up_idle_read_cb(struct stream *io, void *arg);
 extern const llhttp_settings_t upstream_response_settings;
 
 static void upconn_free(struct upconn *u)
 {
-	if (u->bev)
-		stream_free(u->bev);
+	if (u->io)
+		stream_free(u->io);
 	if (u->fd >= 0)
 		close(u->fd);
 	free(u);
@@ -78,12 +78,12 @@ static struct upconn *upconn_connect(struct front_thread *t,
 	setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	memcpy(&u->sa, &target->sa, target->sa_len);
 	u->sa_len = target->sa_len;
-	u->bev = stream_new(t->base, u->fd);
-	if (!u->bev)
+	u->io = stream_new(t->base, u->fd);
+	if (!u->io)
 		goto fail;
 	/* While connecting, the write timeout is the connect timeout. */
-	stream_set_timeouts(u->bev, 0, limits->upstream_connect_ms);
-	if (stream_connect(u->bev, (struct sockaddr *)&target->sa,
+	stream_set_timeouts(u->io, 0, limits->upstream_connect_ms);
+	if (stream_connect(u->io, (struct sockaddr *)&target->sa,
 			   target->sa_len) < 0)
 		goto fail;
 	return u;
@@ -103,9 +103,9 @@ void upstream_release(struct upconn *u, bool reusable)
 	}
 	/* Idle: any byte or close from the upstream now means it is done
 	 * with us; the sweep closes it after idle_timeout_ms. */
-	stream_set_timeouts(u->bev, 0, 0);
-	stream_setcb(u->bev, up_idle_read_cb, NULL, up_idle_cb, u);
-	stream_read_enable(u->bev);
+	stream_set_timeouts(u->io, 0, 0);
+	stream_setcb(u->io, up_idle_read_cb, NULL, up_idle_cb, u);
+	stream_read_enable(u->io);
 	u->idle_since_ms = now_ms();
 	TAILQ_INSERT_HEAD(&t->idle, u, idle_link);
 	t->idle_count++;
@@ -118,15 +118,15 @@ static void up_idle_drop(struct upconn *u)
 	upconn_free(u);
 }
 
-static void up_idle_read_cb(struct stream *bev, void *arg)
+static void up_idle_read_cb(struct stream *io, void *arg)
 {
-	(void)bev;
+	(void)io;
 	up_idle_drop(arg);
 }
 
-static void up_idle_cb(struct stream *bev, short what, void *arg)
+static void up_idle_cb(struct stream *io, short what, void *arg)
 {
-	(void)bev;
+	(void)io;
 	(void)what;
 	up_idle_drop(arg);
 }
@@ -164,7 +164,7 @@ void upstream_detach(struct conn *c)
 		return;
 	reusable = c->resp_done && c->req_done &&
 		   llhttp_should_keep_alive(&u->parser) &&
-		   evbuffer_get_length(stream_input(u->bev)) == 0;
+		   evbuffer_get_length(stream_input(u->io)) == 0;
 	c->up = NULL;
 	upstream_release(u, reusable);
 }
@@ -203,12 +203,12 @@ static void up_attach(struct conn *c, struct upconn *u)
 	c->up = u;
 	llhttp_init(&u->parser, HTTP_RESPONSE, &upstream_response_settings);
 	u->parser.data = c;
-	stream_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, u);
-	stream_set_write_low(u->bev, 64 * 1024);
+	stream_setcb(u->io, up_read_cb, up_write_cb, up_event_cb, u);
+	stream_set_write_low(u->io, 64 * 1024);
 	if (u->reused)
-		stream_set_timeouts(u->bev, limits->upstream_timeout_ms,
+		stream_set_timeouts(u->io, limits->upstream_timeout_ms,
 				    limits->upstream_timeout_ms);
-	stream_read_enable(u->bev);
+	stream_read_enable(u->io);
 }
 
 /* Send the request head, and BODY when the body was buffered (hooks);
@@ -226,9 +226,9 @@ void upstream_forward(struct conn *c, struct evbuffer *body)
 		return;
 	}
 	up_attach(c, u);
-	write_request_head(c, stream_output(u->bev), body);
+	write_request_head(c, stream_output(u->io), body);
 	if (body)
-		evbuffer_add_buffer(stream_output(u->bev), body);
+		evbuffer_add_buffer(stream_output(u->io), body);
 }
 
 void upstream_send_body(struct conn *c, const char *data, size_t len)
@@ -237,7 +237,7 @@ void upstream_send_body(struct conn *c, const char *data, size_t len)
 
 	if (!c->up)
 		return;
-	out = stream_output(c->up->bev);
+	out = stream_output(c->up->io);
 	if (c->req_chunked) {
 		evbuffer_add_printf(out, "%zx\r\n", len);
 		evbuffer_add(out, data, len);
@@ -248,29 +248,29 @@ void upstream_send_body(struct conn *c, const char *data, size_t len)
 	if (evbuffer_get_length(out) > UPSTREAM_HIGH_WATER &&
 	    !c->read_blocked) {
 		c->read_blocked = true;
-		stream_read_disable(c->bev);
+		stream_read_disable(c->io);
 	}
 }
 
 void upstream_end_body(struct conn *c)
 {
 	if (c->up && c->req_chunked)
-		evbuffer_add(stream_output(c->up->bev), "0\r\n\r\n", 5);
+		evbuffer_add(stream_output(c->up->io), "0\r\n\r\n", 5);
 }
 
-static void up_write_cb(struct stream *bev, void *arg)
+static void up_write_cb(struct stream *io, void *arg)
 {
 	struct upconn *u = arg;
 	struct conn *c = u->owner;
 
-	(void)bev;
+	(void)io;
 	if (c && c->splice_up) {
 		body_splice_resume(c);
 		return;
 	}
 	if (c && c->read_blocked) {
 		c->read_blocked = false;
-		stream_read_enable(c->bev);
+		stream_read_enable(c->io);
 		conn_read(c);
 	}
 }
@@ -309,7 +309,7 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
 /* Write the response head to the client, choosing its framing. */
 void upstream_write_response_head(struct conn *c, struct evbuffer *body)
 {
-	struct evbuffer *out = stream_output(c->bev);
+	struct evbuffer *out = stream_output(c->io);
 	bool no_body =
 	    c->is_head_method || c->status == 204 || c->status == 304;
 
@@ -381,7 +381,7 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 		evbuffer_add(c->body, at, len);
 		return 0;
 	}
-	out = stream_output(c->bev);
+	out = stream_output(c->io);
 	if (c->resp_chunked) {
 		evbuffer_add_printf(out, "%zx\r\n", len);
 		evbuffer_add(out, at, len);
@@ -420,7 +420,7 @@ static void up_response_done(struct conn *c)
 		return;
 	}
 	if (c->resp_chunked)
-		evbuffer_add(stream_output(c->bev), "0\r\n\r\n", 5);
+		evbuffer_add(stream_output(c->io), "0\r\n\r\n", 5);
 	conn_finish(c);
 }
 
@@ -450,12 +450,12 @@ static void up_failed(struct conn *c, int status, const char *why)
 	conn_fail(c, status, why);
 }
 
-static void up_read_cb(struct stream *bev, void *arg)
+static void up_read_cb(struct stream *io, void *arg)
 {
 	struct upconn *u = arg;
 	struct conn *c = u->owner;
-	struct evbuffer *in = stream_input(bev);
-	struct evbuffer *client_out = stream_output(c->bev);
+	struct evbuffer *in = stream_input(io);
+	struct evbuffer *client_out = stream_output(c->io);
 
 	while (!c->resp_done && evbuffer_get_length(in) > 0) {
 		struct evbuffer_iovec v;
@@ -482,7 +482,7 @@ static void up_read_cb(struct stream *bev, void *arg)
 		}
 		if (evbuffer_get_length(client_out) > UPSTREAM_HIGH_WATER) {
 			/* The client reads slower than the upstream sends. */
-			stream_read_disable(bev);
+			stream_read_disable(io);
 			return;
 		}
 	}
@@ -492,7 +492,7 @@ static void up_read_cb(struct stream *bev, void *arg)
 		body_splice_response(c);
 }
 
-static void up_event_cb(struct stream *bev, short what, void *arg)
+static void up_event_cb(struct stream *io, short what, void *arg)
 {
 	struct upconn *u = arg;
 	struct conn *c = u->owner;
@@ -500,7 +500,7 @@ static void up_event_cb(struct stream *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_CONNECTED) {
 		u->connected = true;
-		stream_set_timeouts(bev, limits->upstream_timeout_ms,
+		stream_set_timeouts(io, limits->upstream_timeout_ms,
 				    limits->upstream_timeout_ms);
 		return;
 	}
