@@ -36,6 +36,7 @@
 #include <msgpack.h>
 
 #include "common/log.h"
+#include "common/msg.h"
 #include "common/rules.h"
 #include "pool/pool.h"
 
@@ -210,21 +211,6 @@ static void encode_call(struct pool_call *call, const char *api,
 	call->msg_len = sb.size;
 }
 
-static const msgpack_object *map_get(const msgpack_object *m, const char *k)
-{
-	if (!m || m->type != MSGPACK_OBJECT_MAP)
-		return NULL;
-	for (uint32_t i = 0; i < m->via.map.size; i++) {
-		const msgpack_object *key = &m->via.map.ptr[i].key;
-
-		if (key->type == MSGPACK_OBJECT_STR &&
-		    key->via.str.size == strlen(k) &&
-		    memcmp(key->via.str.ptr, k, key->via.str.size) == 0)
-			return &m->via.map.ptr[i].val;
-	}
-	return NULL;
-}
-
 /* The X-* headers of the result's "req", as "Name=value ...". */
 static void reply_headers(const char *raw, size_t len, char *out, size_t cap)
 {
@@ -236,7 +222,7 @@ static void reply_headers(const char *raw, size_t len, char *out, size_t cap)
 	msgpack_unpacked_init(&up);
 	if (msgpack_unpack_next(&up, raw, len, &off) != MSGPACK_UNPACK_SUCCESS)
 		goto done;
-	h = map_get(map_get(&up.data, "req"), "headers");
+	h = msg_get(msg_get(&up.data, "req"), "headers");
 	if (!h || h->type != MSGPACK_OBJECT_ARRAY)
 		goto done;
 	for (uint32_t i = 0; i < h->via.array.size; i++) {

@@ -80,11 +80,23 @@
 #ifndef SLUICE_MSG_H
 #define SLUICE_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <msgpack.h>
 
 #define MSG_WORKER_FD  3
 #define MSG_RECORD_MAX 65536
 #define MSG_FLAG_MORE  0x01
+
+/* Reading decoded messages, for both ends. */
+
+/* The value of KEY in a map; NULL when absent, nil, or MAP is no map. */
+const msgpack_object *msg_get(const msgpack_object *map, const char *key);
+/* Whether O is the string STR. */
+bool msg_is(const msgpack_object *o, const char *str);
+/* The bytes of a str or bin; false for anything else. */
+bool msg_bytes(const msgpack_object *o, const char **ptr, size_t *len);
 
 #endif

@@ -14,6 +14,7 @@
 #include <msgpack.h>
 
 #include "common/log.h"
+#include "common/msg.h"
 #include "front/conn.h"
 #include "front/stream.h"
 #include "pool/pool.h"
@@ -167,39 +168,6 @@ void hooked_response(struct conn *c)
 
 /* ---- applying a result ----------------------------------------------- */
 
-static const msgpack_object *map_get(const msgpack_object *map, const char *key)
-{
-	size_t len = strlen(key);
-
-	if (!map || map->type != MSGPACK_OBJECT_MAP)
-		return NULL;
-	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object_kv *kv = &map->via.map.ptr[i];
-
-		if (kv->key.type == MSGPACK_OBJECT_STR &&
-		    kv->key.via.str.size == len &&
-		    memcmp(kv->key.via.str.ptr, key, len) == 0)
-			return kv->val.type == MSGPACK_OBJECT_NIL ? NULL
-								  : &kv->val;
-	}
-	return NULL;
-}
-
-static bool obj_bytes(const msgpack_object *o, const char **p, size_t *len)
-{
-	if (o && o->type == MSGPACK_OBJECT_STR) {
-		*p = o->via.str.ptr;
-		*len = o->via.str.size;
-		return true;
-	}
-	if (o && o->type == MSGPACK_OBJECT_BIN) {
-		*p = o->via.bin.ptr;
-		*len = o->via.bin.size;
-		return true;
-	}
-	return false;
-}
-
 /* Replace HEAD's header list with [[name, value], ...]. */
 static int apply_headers(struct http_head *head, const msgpack_object *list)
 {
@@ -214,8 +182,8 @@ static int apply_headers(struct http_head *head, const msgpack_object *list)
 
 		if (pair->type != MSGPACK_OBJECT_ARRAY ||
 		    pair->via.array.size != 2 ||
-		    !obj_bytes(&pair->via.array.ptr[0], &name, &name_len) ||
-		    !obj_bytes(&pair->via.array.ptr[1], &value, &value_len) ||
+		    !msg_bytes(&pair->via.array.ptr[0], &name, &name_len) ||
+		    !msg_bytes(&pair->via.array.ptr[1], &value, &value_len) ||
 		    name_len == 0 || name_len >= sizeof(name_z))
 			return -1;
 		memcpy(name_z, name, name_len);
@@ -236,7 +204,7 @@ static void set_body(struct conn *c, const msgpack_object *o)
 	const char *p;
 	size_t len;
 
-	if (!obj_bytes(o, &p, &len))
+	if (!msg_bytes(o, &p, &len))
 		return;
 	evbuffer_drain(c->body, evbuffer_get_length(c->body));
 	evbuffer_add(c->body, p, len);
@@ -264,8 +232,8 @@ static void send_buffered_response(struct conn *c)
 
 static int apply_reply(struct conn *c, const msgpack_object *reply)
 {
-	const msgpack_object *status = map_get(reply, "status");
-	const msgpack_object *headers = map_get(reply, "headers");
+	const msgpack_object *status = msg_get(reply, "status");
+	const msgpack_object *headers = msg_get(reply, "headers");
 
 	if (!status || status->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
 	    status->via.u64 < 100 || status->via.u64 > 599)
@@ -276,7 +244,7 @@ static int apply_reply(struct conn *c, const msgpack_object *reply)
 	if (headers && apply_headers(&c->resp, headers))
 		return -1;
 	evbuffer_drain(c->body, evbuffer_get_length(c->body));
-	set_body(c, map_get(reply, "body"));
+	set_body(c, msg_get(reply, "body"));
 	send_buffered_response(c);
 	return 0;
 }
@@ -296,19 +264,19 @@ static int apply_request(struct conn *c, const msgpack_object *req)
 	const char *p;
 	size_t len;
 
-	if ((o = map_get(req, "method")) && obj_bytes(o, &p, &len)) {
+	if ((o = msg_get(req, "method")) && msg_bytes(o, &p, &len)) {
 		if (len == 0 || len > 32 || bytes_have_any(p, len, " \r\n"))
 			return -1;
 		http_span_set(&c->req, &c->req.method, p, len);
 	}
-	if ((o = map_get(req, "path")) && obj_bytes(o, &p, &len)) {
+	if ((o = msg_get(req, "path")) && msg_bytes(o, &p, &len)) {
 		if (len == 0 || p[0] != '/' || bytes_have_any(p, len, " \r\n"))
 			return -1;
 		http_span_set(&c->req, &c->target, p, len);
 	}
-	if ((o = map_get(req, "headers")) && apply_headers(&c->req, o))
+	if ((o = msg_get(req, "headers")) && apply_headers(&c->req, o))
 		return -1;
-	if ((o = map_get(req, "body"))) {
+	if ((o = msg_get(req, "body"))) {
 		set_body(c, o);
 		c->req_has_body = true;
 	}
@@ -321,16 +289,16 @@ static int apply_response(struct conn *c, const msgpack_object *resp)
 {
 	const msgpack_object *o;
 
-	if ((o = map_get(resp, "status"))) {
+	if ((o = msg_get(resp, "status"))) {
 		if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
 		    o->via.u64 < 100 || o->via.u64 > 599)
 			return -1;
 		c->status = (int)o->via.u64;
 		c->resp.reason.len = 0;
 	}
-	if ((o = map_get(resp, "headers")) && apply_headers(&c->resp, o))
+	if ((o = msg_get(resp, "headers")) && apply_headers(&c->resp, o))
 		return -1;
-	set_body(c, map_get(resp, "body"));
+	set_body(c, msg_get(resp, "body"));
 	return 0;
 }
 
@@ -357,14 +325,14 @@ static int apply_result(struct conn *c, enum pool_phase phase,
 	    MSGPACK_UNPACK_SUCCESS)
 		goto out;
 	root = &msg.data;
-	if ((o = map_get(root, "reply"))) {
+	if ((o = msg_get(root, "reply"))) {
 		err = apply_reply(c, o);
 		goto out;
 	}
 	if (phase == POOL_PHASE_REQUEST) {
-		if ((o = map_get(root, "req")) && apply_request(c, o))
+		if ((o = msg_get(root, "req")) && apply_request(c, o))
 			goto out;
-	} else if ((o = map_get(root, "resp")) && apply_response(c, o)) {
+	} else if ((o = msg_get(root, "resp")) && apply_response(c, o)) {
 		goto out;
 	}
 	err = 0;

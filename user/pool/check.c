@@ -45,7 +45,7 @@ static int check_send_init(int fd, const struct rules *rules)
 /* Print each import error; returns how many there were. */
 static int check_report(const struct rules *rules, const msgpack_object *msg)
 {
-	const msgpack_object *errs = wire_get(msg, "errors");
+	const msgpack_object *errs = msg_get(msg, "errors");
 	int n = 0;
 
 	if (!errs || errs->type != MSGPACK_OBJECT_MAP)
@@ -66,8 +66,8 @@ static int check_report(const struct rules *rules, const msgpack_object *msg)
 
 static void check_log(const msgpack_object *msg)
 {
-	const msgpack_object *text = wire_get(msg, "msg");
-	char *level = wire_strdup(wire_get(msg, "level"));
+	const msgpack_object *text = msg_get(msg, "msg");
+	char *level = wire_strdup(msg_get(msg, "level"));
 	int lvl = level ? log_level_parse(level) : -1;
 	char esc[1800];
 
@@ -85,7 +85,7 @@ static void check_kv_get(int fd, const msgpack_object *msg)
 	msgpack_sbuffer sb;
 	struct iovec iov;
 
-	if (wire_encode_kv(&sb, wire_int(wire_get(msg, "id"), 0), NULL, 0))
+	if (wire_encode_kv(&sb, wire_int(msg_get(msg, "id"), 0), NULL, 0))
 		return;
 	iov.iov_base = sb.data;
 	iov.iov_len = sb.size;
@@ -104,14 +104,14 @@ static int check_message(int fd, const struct rules *rules, const char *raw,
 	msgpack_unpacked_init(&up);
 	if (msgpack_unpack_next(&up, raw, len, &off) ==
 	    MSGPACK_UNPACK_SUCCESS) {
-		const msgpack_object *t = wire_get(&up.data, "t");
+		const msgpack_object *t = msg_get(&up.data, "t");
 
-		if (wire_is(t, "ready")) {
+		if (msg_is(t, "ready")) {
 			*errors = check_report(rules, &up.data);
 			ready = 1;
-		} else if (wire_is(t, "log")) {
+		} else if (msg_is(t, "log")) {
 			check_log(&up.data);
-		} else if (wire_is(t, "kv_get")) {
+		} else if (msg_is(t, "kv_get")) {
 			check_kv_get(fd, &up.data);
 		}
 	}

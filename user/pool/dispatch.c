@@ -35,6 +35,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/msg.h"
 #include "pool/pool_int.h"
 
 const double pool_hist_bounds[POOL_HIST_BUCKETS] = {
@@ -571,8 +572,8 @@ static void log_hook_error(const struct pool_worker *w, const char *api,
 void dispatch_on_result(struct pool_worker *w, const msgpack_object *msg,
 			const char *raw, size_t raw_len)
 {
-	uint64_t id = (uint64_t)wire_int(wire_get(msg, "id"), 0);
-	const msgpack_object *ok = wire_get(msg, "ok");
+	uint64_t id = (uint64_t)wire_int(msg_get(msg, "id"), 0);
+	const msgpack_object *ok = msg_get(msg, "ok");
 	struct pool_call *call;
 	struct pool *pool = w->pool;
 
@@ -597,7 +598,7 @@ void dispatch_on_result(struct pool_worker *w, const msgpack_object *msg,
 				  reply ? NULL : strdup("out of memory"), reply,
 				  reply ? raw_len : 0);
 	} else {
-		char *tb = wire_strdup(wire_get(msg, "error"));
+		char *tb = wire_strdup(msg_get(msg, "error"));
 
 		if (!tb)
 			tb = strdup("hook failed without a traceback");

@@ -210,8 +210,6 @@ void wire_out_free(struct wire_out **head, struct wire_out **tail);
 int wire_recv(int fd, struct wire_in *in, char *rxbuf, size_t max,
 	      const char **msg, size_t *len);
 void wire_in_reset(struct wire_in *in);
-const msgpack_object *wire_get(const msgpack_object *map, const char *key);
-bool wire_is(const msgpack_object *o, const char *str);
 char *wire_strdup(const msgpack_object *o);
 int64_t wire_int(const msgpack_object *o, int64_t dflt);
 void wire_escape(const char *in, size_t len, char *out, size_t cap);

@@ -690,8 +690,8 @@ static void on_ready_status(struct pool_worker *w, const msgpack_object *errs)
 static void on_ready(struct pool_worker *w, const msgpack_object *msg)
 {
 	struct pool *pool = w->pool;
-	const msgpack_object *async = wire_get(msg, "async_apis");
-	const msgpack_object *errs = wire_get(msg, "errors");
+	const msgpack_object *async = msg_get(msg, "async_apis");
+	const msgpack_object *errs = msg_get(msg, "errors");
 	int nasync = 0;
 
 	if (w->state != WORKER_STARTING)
@@ -734,9 +734,9 @@ static void on_ready(struct pool_worker *w, const msgpack_object *msg)
 
 static void on_log(struct pool_worker *w, const msgpack_object *msg)
 {
-	char *level = wire_strdup(wire_get(msg, "level"));
-	char *api = wire_strdup(wire_get(msg, "api"));
-	const msgpack_object *text = wire_get(msg, "msg");
+	char *level = wire_strdup(msg_get(msg, "level"));
+	char *api = wire_strdup(msg_get(msg, "api"));
+	const msgpack_object *text = msg_get(msg, "msg");
 	int lvl = level ? log_level_parse(level) : -1;
 	char esc[1800];
 
@@ -754,46 +754,31 @@ static void on_log(struct pool_worker *w, const msgpack_object *msg)
 	free(api);
 }
 
-static bool str_or_bin(const msgpack_object *o, const char **ptr, size_t *len)
-{
-	if (o && o->type == MSGPACK_OBJECT_STR) {
-		*ptr = o->via.str.ptr;
-		*len = o->via.str.size;
-		return true;
-	}
-	if (o && o->type == MSGPACK_OBJECT_BIN) {
-		*ptr = o->via.bin.ptr;
-		*len = o->via.bin.size;
-		return true;
-	}
-	return false;
-}
-
 static void on_kv_set(struct pool_worker *w, const msgpack_object *msg)
 {
 	const char *key, *value;
 	size_t klen, vlen;
 
-	if (!str_or_bin(wire_get(msg, "key"), &key, &klen))
+	if (!msg_bytes(msg_get(msg, "key"), &key, &klen))
 		return;
-	if (!str_or_bin(wire_get(msg, "value"), &value, &vlen)) {
+	if (!msg_bytes(msg_get(msg, "value"), &value, &vlen)) {
 		value = "";
 		vlen = 0;
 	}
 	kv_set(w->pool->kv, key, klen, value, vlen,
-	       wire_int(wire_get(msg, "ttl"), 0));
+	       wire_int(msg_get(msg, "ttl"), 0));
 }
 
 static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
 {
-	uint64_t id = (uint64_t)wire_int(wire_get(msg, "id"), 0);
+	uint64_t id = (uint64_t)wire_int(msg_get(msg, "id"), 0);
 	const void *value = NULL;
 	const char *key;
 	size_t klen, vlen = 0;
 	msgpack_sbuffer sb;
 	struct iovec iov;
 
-	if (str_or_bin(wire_get(msg, "key"), &key, &klen))
+	if (msg_bytes(msg_get(msg, "key"), &key, &klen))
 		value = kv_get(w->pool->kv, key, klen, &vlen);
 	if (wire_encode_kv(&sb, id, value, vlen))
 		return;
@@ -819,16 +804,16 @@ static void on_message(struct pool_worker *w, const char *raw, size_t len)
 		supervise_lost(w, "protocol-error");
 		goto done;
 	}
-	t = wire_get(&up.data, "t");
-	if (wire_is(t, "result"))
+	t = msg_get(&up.data, "t");
+	if (msg_is(t, "result"))
 		dispatch_on_result(w, &up.data, raw, len);
-	else if (wire_is(t, "log"))
+	else if (msg_is(t, "log"))
 		on_log(w, &up.data);
-	else if (wire_is(t, "kv_get"))
+	else if (msg_is(t, "kv_get"))
 		on_kv_get(w, &up.data);
-	else if (wire_is(t, "kv_set"))
+	else if (msg_is(t, "kv_set"))
 		on_kv_set(w, &up.data);
-	else if (wire_is(t, "ready"))
+	else if (msg_is(t, "ready"))
 		on_ready(w, &up.data);
 	else
 		log_warn("worker sent an unknown message pid=%d", w->pid);

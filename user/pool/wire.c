@@ -330,24 +330,6 @@ int wire_recv(int fd, struct wire_in *in, char *rxbuf, size_t max,
 
 /* ---- decoding helpers --------------------------------------------------- */
 
-bool wire_is(const msgpack_object *o, const char *str)
-{
-	size_t len = strlen(str);
-
-	return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == len &&
-	       memcmp(o->via.str.ptr, str, len) == 0;
-}
-
-const msgpack_object *wire_get(const msgpack_object *map, const char *key)
-{
-	if (!map || map->type != MSGPACK_OBJECT_MAP)
-		return NULL;
-	for (uint32_t i = 0; i < map->via.map.size; i++)
-		if (wire_is(&map->via.map.ptr[i].key, key))
-			return &map->via.map.ptr[i].val;
-	return NULL;
-}
-
 /* A str or bin as a malloc'd C string; NULL for anything else. */
 char *wire_strdup(const msgpack_object *o)
 {
