@@ -14,7 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "front/stream.h"
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -22,6 +21,7 @@
 #include "front/conn.h"
 #include "front/handoff.h"
 #include "front/sluiced.h"
+#include "front/stream.h"
 
 /* A listening socket for ADDR, shared with the other threads' sockets for
  * the same address through SO_REUSEPORT. */
