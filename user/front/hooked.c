@@ -24,6 +24,10 @@ void hooked_start(struct conn *c)
 	const struct rules_middleware *mw = c->api->middleware;
 	size_t limit = c->t->rules->limits.body_bytes;
 
+	if (!c->t->d->pool) {
+		conn_fail(c, 503, "the hook worker pool is not running");
+		return;
+	}
 	if (!c->req_chunked && c->req_length > limit) {
 		conn_fail(c, 413, "request body too large for a hooked API");
 		return;

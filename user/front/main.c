@@ -398,12 +398,14 @@ int main(int argc, char **argv)
 		goto out;
 	if (d->rules->user && privs_drop(d->rules->user))
 		goto out;
+	/* The pool exists before the first request can reach it; its
+	 * workers are spawned unprivileged. */
+	if (d->rules->has_middleware)
+		start_pool(d, d->rules);
 	if (front_threads_run(d)) {
 		log_error("cannot start the front threads");
 		goto out;
 	}
-	if (d->rules->has_middleware)
-		start_pool(d, d->rules);
 
 	log_startup(d);
 	log_info("started version=%s pid=%d rules=%s", SLUICE_VERSION,
