@@ -21,11 +21,12 @@ struct edge_row {
 	__u64 dropped;
 };
 
-/* What `auto` is on this machine: sockmap once BPF is loaded. */
+/* What relays run as: `auto` is pipe (relay_mode_for()). */
 static const char *splice_mode_name(enum rules_splice mode, bool loaded)
 {
-	if (mode == RULES_SPLICE_AUTO)
-		return loaded ? "sockmap" : "pipe";
+	if (mode == RULES_SPLICE_AUTO ||
+	    (mode == RULES_SPLICE_SOCKMAP && !loaded))
+		return "pipe";
 	return rules_splice_name(mode);
 }
 

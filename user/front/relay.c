@@ -25,8 +25,13 @@
 enum rules_splice relay_mode_for(enum rules_splice configured,
 				 const struct sbpf *bpf)
 {
+	/* Measured on the kernels sluice was built on (6.18): pipe moves
+	 * bulk transfers 1.4-3x faster than sockmap, whose bounded credit
+	 * turns a long transfer into small copies; sockmap only wins on the
+	 * proxy's CPU. `auto` takes the fast, simple path; sockmap is there
+	 * when asked for. */
 	if (configured == RULES_SPLICE_AUTO)
-		return bpf ? RULES_SPLICE_SOCKMAP : RULES_SPLICE_PIPE;
+		return RULES_SPLICE_PIPE;
 	if (configured == RULES_SPLICE_SOCKMAP && !bpf)
 		return RULES_SPLICE_PIPE;
 	return configured;

@@ -34,8 +34,8 @@ struct relay_counts {
 
 typedef void (*relay_done_fn)(void *arg, const struct relay_counts *counts);
 
-/* The mode `auto` means on this machine: sockmap when BPF is loaded, pipe
- * otherwise. */
+/* The mode a relay runs in: `auto` is pipe (see relay.c for the figures);
+ * sockmap without BPF loaded falls back to pipe. */
 enum rules_splice relay_mode_for(enum rules_splice configured,
 				 const struct sbpf *bpf);
 
