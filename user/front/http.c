@@ -240,6 +240,16 @@ void http_head_write_headers(const struct http_head *head, struct evbuffer *out)
 	}
 }
 
+void http_write_body(struct evbuffer *out, const char *data, size_t len,
+		     bool chunked)
+{
+	if (chunked)
+		evbuffer_add_printf(out, "%zx\r\n", len);
+	evbuffer_add(out, data, len);
+	if (chunked)
+		evbuffer_add(out, "\r\n", 2);
+}
+
 const char *http_reason(int status)
 {
 	switch (status) {

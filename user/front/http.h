@@ -89,6 +89,10 @@ void http_head_strip_hop_by_hop(struct http_head *head);
 void http_head_write_headers(const struct http_head *head,
 			     struct evbuffer *out);
 
+/* A piece of a body: as is, or as one chunk when CHUNKED. */
+void http_write_body(struct evbuffer *out, const char *data, size_t len,
+		     bool chunked);
+
 /* A short JSON error response: {"error":"...","status":N}. */
 void http_write_error(struct evbuffer *out, int status, const char *message,
 		      bool close);

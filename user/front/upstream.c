@@ -238,13 +238,7 @@ void upstream_send_body(struct conn *c, const char *data, size_t len)
 	if (!c->up)
 		return;
 	out = stream_output(c->up->io);
-	if (c->req_chunked) {
-		evbuffer_add_printf(out, "%zx\r\n", len);
-		evbuffer_add(out, data, len);
-		evbuffer_add(out, "\r\n", 2);
-	} else {
-		evbuffer_add(out, data, len);
-	}
+	http_write_body(out, data, len, c->req_chunked);
 	if (evbuffer_get_length(out) > UPSTREAM_HIGH_WATER &&
 	    !c->read_blocked) {
 		c->read_blocked = true;
@@ -371,7 +365,6 @@ static int on_resp_headers_complete(llhttp_t *p)
 static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = p->data;
-	struct evbuffer *out;
 
 	c->bytes_out += len;
 	if (c->response_hooks) {
@@ -381,14 +374,7 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 		evbuffer_add(c->body, at, len);
 		return 0;
 	}
-	out = stream_output(c->io);
-	if (c->resp_chunked) {
-		evbuffer_add_printf(out, "%zx\r\n", len);
-		evbuffer_add(out, at, len);
-		evbuffer_add(out, "\r\n", 2);
-	} else {
-		evbuffer_add(out, at, len);
-	}
+	http_write_body(stream_output(c->io), at, len, c->resp_chunked);
 	return 0;
 }
 
