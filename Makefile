@@ -82,7 +82,8 @@ CTL_OBJ     := $(call obj,$(COMMON_SRC) $(CTL_SRC))
 
 BINARIES := $(BUILD)/sluiced $(BUILD)/sluice-worker $(BUILD)/sluicectl
 
-.PHONY: all deps run test test-unit test-integration test-bpf test-sanitize test-ops \
+.PHONY: all deps run test test-unit test-integration test-bpf test-sanitize test-tsan \
+	test-ops \
 	bench install lint clean
 
 # ---- all -------------------------------------------------------------------
@@ -190,7 +191,8 @@ run: deps all
 
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-test: deps all lint test-unit test-integration test-bpf test-sanitize test-ops
+test: deps all lint test-unit test-integration test-bpf test-sanitize test-tsan \
+	test-ops
 	@echo "test: all suites passed"
 
 test-unit: $(BUILD)/tests/unit_rules $(BUILD)/tests/unit_route \
@@ -249,6 +251,21 @@ test-sanitize:
 		ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		SLUICE_BUILD=build/asan SLUICE_SANITIZE=1 $(PYTEST) tests/integration; fi
+
+# The pool's lock and lanes, and the front threads around them, under
+# ThreadSanitizer: the hooked-request suites against a TSan build of sluiced
+# (with the normal sluice-worker: its C side has one thread). A report
+# stops sluiced, which fails the test that was running.
+TSAN_TESTS := tests/integration/test_pool_failures.py \
+	tests/integration/test_pool_lifecycle.py \
+	tests/integration/test_worker_hooks.py
+test-tsan: all
+	$(Q)$(MAKE) --no-print-directory BUILD=build/tsan \
+		SAN_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
+		build/tsan/sluiced
+	$(Q)ln -sfn ../sluice-worker build/tsan/sluice-worker
+	$(Q)TSAN_OPTIONS=halt_on_error=1 SLUICE_BUILD=build/tsan \
+		SLUICE_SANITIZE=1 $(PYTEST) $(TSAN_TESTS)
 
 lint:
 	$(Q)clang-format --dry-run --Werror $$(git ls-files 'user/*.[ch]' 'bpf/*.[ch]' 'tests/unit/*.c' 2>/dev/null)

@@ -215,6 +215,22 @@ def unavailable(ctx):
     return None
 
 
+def run_noop(ctx):
+    """Only the cost of a no-op hook visit: the quick loop for work on the
+    hooked path (`make bench BENCH_ARGS="--only noop"`)."""
+    report.section("Python middleware: the no-op hook visit")
+    why = unavailable(ctx)
+    if why:
+        report.skipped(why)
+        return
+    target = start(ctx, "default", 2, 16)
+    try:
+        time.sleep(1.0)
+        noop_cost(ctx, target)
+    finally:
+        ctx.servers.stop(target)
+
+
 def run(ctx):
     report.section("Python middleware (issue 3)")
     why = unavailable(ctx)

@@ -2,9 +2,10 @@
  *
  *   pool_driver RULES WORKER HOOKS_DIR CMD...
  *
- * The pool runs on the main thread's event base, as in sluiced; a second
- * thread plays a front thread: it submits calls with its own base as their
- * origin and waits for their done() there. Commands run in order:
+ * The pool runs on the main thread's event base, with no lanes: its workers
+ * are served there too (in sluiced each front thread serves its own). A
+ * second thread plays a front thread: it submits calls with its own base as
+ * their origin and waits for their done() there. Commands run in order:
  *
  *   call:API:N[:PHASE]  submit N calls at once, wait for all, print
  *                       "call api=API n=N ok=.. hook_error=.. ... ms=.."
@@ -497,7 +498,9 @@ int main(int argc, char **argv)
 	}
 	d.pool_base = event_base_new();
 	d.front_base = event_base_new();
-	d.pool = pool_start(d.pool_base, d.rules, argv[2], argv[3]);
+	/* No lanes: the workers are served on the pool's thread, and the
+	 * "front" thread's calls hop to it and back. */
+	d.pool = pool_start(d.pool_base, NULL, 0, d.rules, argv[2], argv[3]);
 	if (!d.pool)
 		return 1;
 	if (getenv("POOL_WATCH"))

@@ -94,7 +94,7 @@ void conn_accept(struct front_thread *t, int fd, const struct sockaddr *sa,
 	timer_arm(c, conn_limits(c)->header_timeout_ms);
 
 	LIST_INSERT_HEAD(&t->conns, c, link);
-	t->conn_count++;
+	__atomic_add_fetch(&t->conn_count, 1, __ATOMIC_RELAXED);
 }
 
 static void conn_release_exchange(struct conn *c)
@@ -141,7 +141,7 @@ void conn_free(struct conn *c)
 	http_head_free(&c->req);
 	http_head_free(&c->resp);
 	LIST_REMOVE(c, link);
-	c->t->conn_count--;
+	__atomic_sub_fetch(&c->t->conn_count, 1, __ATOMIC_RELAXED);
 	front_thread_check_drained(c->t);
 	free(c);
 }
@@ -229,7 +229,7 @@ void conn_finish(struct conn *c)
 
 	/* A request whose body we did not read to the end leaves the stream
 	 * unframed: the connection cannot carry another request. */
-	if (!c->keep_alive || c->close_after || c->t->d->draining ||
+	if (!c->keep_alive || c->close_after || sluiced_draining(c->t->d) ||
 	    (!c->req_done && c->req_has_body)) {
 		conn_close_after_flush(c);
 		return;

@@ -23,7 +23,7 @@ static bool handoff_eligible(const struct conn *c)
 {
 	const struct upconn *u = c->up;
 
-	if (!c->api || c->api->middleware || !u || c->t->d->draining ||
+	if (!c->api || c->api->middleware || !u || sluiced_draining(c->t->d) ||
 	    !c->keep_alive || c->close_after || !c->req_done || !c->resp_done)
 		return false;
 	if (!llhttp_should_keep_alive((llhttp_t *)&u->parser) ||
@@ -43,7 +43,7 @@ static void handoff_done(void *arg, const struct relay_counts *counts)
 		t->stats.apis[h->slot].spliced +=
 		    counts->to_upstream + counts->to_client;
 	LIST_REMOVE(h, link);
-	t->conn_count--;
+	__atomic_sub_fetch(&t->conn_count, 1, __ATOMIC_RELAXED);
 	free(h);
 	front_thread_check_drained(t);
 }
@@ -91,7 +91,7 @@ bool handoff_try(struct conn *c)
 	LIST_INSERT_HEAD(&t->handoffs, h, link);
 	/* The relay owns both sockets now: the conn and upconn go without
 	 * closing them, and the pair stays counted as one connection. */
-	t->conn_count++;
+	__atomic_add_fetch(&t->conn_count, 1, __ATOMIC_RELAXED);
 	u->fd = -1;
 	c->up = NULL;
 	upstream_release(u, false);
@@ -115,7 +115,7 @@ void handoff_thread_stop(struct front_thread *t)
 	while ((h = LIST_FIRST(&t->handoffs))) {
 		LIST_REMOVE(h, link);
 		relay_abort(h->relay);
-		t->conn_count--;
+		__atomic_sub_fetch(&t->conn_count, 1, __ATOMIC_RELAXED);
 		free(h);
 	}
 }

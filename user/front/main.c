@@ -141,9 +141,17 @@ static void on_worker(void *arg, int pid, int state, const char *api,
 		sbpf_worker_set(d->bpf, (uint32_t)pid, api, state, calls);
 }
 
+/* Each front thread is a lane of the pool: it talks to its own workers. */
 static void start_pool(struct sluiced *d, struct rules *rules)
 {
-	d->pool = pool_start(d->base, rules, d->worker_path, d->hooks_dir);
+	struct event_base **lanes = calloc(d->thread_count, sizeof(*lanes));
+	int n = 0;
+
+	for (int i = 0; lanes && i < d->thread_count; i++)
+		lanes[n++] = d->threads[i].base;
+	d->pool =
+	    pool_start(d->base, lanes, n, rules, d->worker_path, d->hooks_dir);
+	free(lanes);
 	if (d->pool)
 		pool_watch_workers(d->pool, on_worker, d);
 }
@@ -200,8 +208,8 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 
 static void stop_now(struct sluiced *d)
 {
-	d->stopping = 1;
-	d->draining = 1;
+	sluiced_set(&d->stopping);
+	sluiced_set(&d->draining);
 	front_threads_drain(d);
 	event_base_loopexit(d->base, NULL);
 }
@@ -234,11 +242,11 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 
 	(void)sig;
 	(void)what;
-	if (d->draining)
+	if (sluiced_draining(d))
 		return;
 	log_info("draining connections=%d deadline_ms=%d",
 		 front_connection_count(d), ms);
-	d->draining = 1;
+	sluiced_set(&d->draining);
 	front_threads_drain(d);
 	d->drain_deadline = event_new(d->base, -1, 0, drain_deadline, d);
 	d->drain_tick = event_new(d->base, -1, EV_PERSIST, drain_check, d);
@@ -417,8 +425,8 @@ int main(int argc, char **argv)
 out:
 	for (int i = 0; signals[i]; i++)
 		event_free(signals[i]);
-	d->stopping = 1;
-	d->draining = 1;
+	sluiced_set(&d->stopping);
+	sluiced_set(&d->draining);
 	/* Threads first (no new calls), then the pool (which completes what
 	 * is left on the threads' loops), then those loops go. */
 	if (d->threads)

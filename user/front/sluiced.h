@@ -91,9 +91,26 @@ struct sluiced {
 	struct timespec started;
 	uint64_t reloads;
 	struct event *drain_deadline, *drain_tick;
-	volatile int draining;
-	volatile int stopping;
+	/* Set by the main thread, read by the front threads: use the
+	 * accessors below. */
+	int draining;
+	int stopping;
 };
+
+static inline bool sluiced_draining(const struct sluiced *d)
+{
+	return __atomic_load_n(&d->draining, __ATOMIC_ACQUIRE);
+}
+
+static inline bool sluiced_stopping(const struct sluiced *d)
+{
+	return __atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE);
+}
+
+static inline void sluiced_set(int *flag)
+{
+	__atomic_store_n(flag, 1, __ATOMIC_RELEASE);
+}
 
 /* Load RULES_PATH again and hand the new rules to every part. Returns 0, or
  * -1 with err holding "FILE:LINE:COL: message" (the old rules stay). */

@@ -161,7 +161,7 @@ static void thread_close_listeners(struct front_thread *t)
 
 void front_thread_check_drained(struct front_thread *t)
 {
-	if (t->d->draining && t->conn_count == 0)
+	if (sluiced_draining(t->d) && t->conn_count == 0)
 		event_base_loopexit(t->base, NULL);
 }
 
@@ -193,17 +193,18 @@ static void control_cb(evutil_socket_t fd, short what, void *arg)
 		rules_unref(t->rules);
 		t->rules = next;
 	}
-	if (t->d->stopping) {
+	if (sluiced_stopping(t->d)) {
 		event_base_loopbreak(t->base);
 		return;
 	}
-	if (t->d->draining && t->listener_count && !t->listeners[0].closed) {
+	if (sluiced_draining(t->d) && t->listener_count &&
+	    !t->listeners[0].closed) {
 		struct timeval grace = {1, 0};
 
 		event_base_once(t->base, -1, EV_TIMEOUT, drain_handoffs_cb, t,
 				&grace);
 	}
-	if (t->d->draining) {
+	if (sluiced_draining(t->d)) {
 		thread_close_listeners(t);
 		upstream_pool_clear(t);
 		for (c = LIST_FIRST(&t->conns); c; c = c_next) {

@@ -97,7 +97,8 @@ void upstream_release(struct upconn *u, bool reusable)
 	struct front_thread *t = u->t;
 
 	u->owner = NULL;
-	if (!reusable || t->d->draining || t->idle_count >= UPSTREAM_IDLE_MAX) {
+	if (!reusable || sluiced_draining(t->d) ||
+	    t->idle_count >= UPSTREAM_IDLE_MAX) {
 		upconn_free(u);
 		return;
 	}

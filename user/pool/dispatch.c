@@ -1,5 +1,7 @@
 /* Dispatch: calls from the front threads, through each API's bulkhead, to a
- * worker; deadlines; completion.
+ * worker; deadlines; completion. Runs on whichever thread holds the pool
+ * lock: a front thread submitting a call, a lane reading an answer, the
+ * main thread supervising.
  *
  * Bulkhead: an API has at most max_inflight calls on workers; the rest wait
  * in its FIFO queue, at most `queue` of them (the next one is refused with
@@ -7,8 +9,9 @@
  *
  * The dispatch rule. Workers are chosen per call, oldest waiting call first
  * across all APIs:
- *   1. an idle worker (no call), the most recently idle first, so that the
- *      surplus stays idle long enough to be shrunk away;
+ *   1. an idle worker (no call): one of the running thread's lane first
+ *      (its answer then needs no other thread), then the most recently
+ *      idle, so that the surplus stays idle long enough to be shrunk away;
  *   2. failing that, when every hook of the call's API is `async def` (the
  *      worker's "ready" says so), a worker whose current calls are all of
  *      such APIs and number fewer than python.concurrency, the least loaded
@@ -37,6 +40,11 @@
 #include "common/log.h"
 #include "common/msg.h"
 #include "pool/pool_int.h"
+
+/* How far a freed worker looks into a queue for a call of its own lane,
+ * and how often the head may be passed over for one. */
+#define LANE_SCAN 16
+#define LANE_PASS 4
 
 const double pool_hist_bounds[POOL_HIST_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -69,15 +77,6 @@ static char *textf(const char *fmt, ...)
 }
 
 /* ---- completion --------------------------------------------------------- */
-
-static void call_deliver_cb(int fd, short what, void *arg)
-{
-	struct pool_call *call = arg;
-
-	(void)fd;
-	(void)what;
-	call->done(call);
-}
 
 static bool call_is_sync(const struct pool_worker *w,
 			 const struct pool_call *call)
@@ -119,11 +118,14 @@ void dispatch_unlink(struct pool_call *call)
 	call->next = NULL;
 }
 
-/* Finish CALL: record how, then hand it back to its thread. The pool never
- * touches the call after this. ERROR and REPLY become the caller's. */
+/* Finish CALL: record how; pool_leave() hands it back to its thread. The
+ * pool never touches the call after this. ERROR and REPLY become the
+ * caller's. */
 void dispatch_complete(struct pool_call *call, enum pool_result result,
 		       char *error, char *reply, size_t reply_len)
 {
+	struct pool *pool = call->pool;
+
 	dispatch_unlink(call);
 	if (call->papi)
 		call->papi->results[result]++;
@@ -136,48 +138,23 @@ void dispatch_complete(struct pool_call *call, enum pool_result result,
 	call->reply_len = reply_len;
 	call->next = NULL;
 	call->papi = NULL;
-
-	if (!call->origin) {
-		call->done(call);
-		return;
-	}
-	if (event_base_once(call->origin, -1, EV_TIMEOUT, call_deliver_cb, call,
-			    NULL) < 0) {
-		/* Only on allocation failure; a lost call would hang its
-		 * client for good, running done() here is the lesser harm. */
-		log_error("pool: cannot hand a call back to its thread api=%s",
-			  call->api_name);
-		call->done(call);
-	}
+	pool_calls_append(&pool->done_head, &pool->done_tail, call, call);
 }
 
 /* ---- queues ------------------------------------------------------------- */
 
 void dispatch_queue_timer_arm(struct pool_api *papi)
 {
-	int64_t wait;
-	struct timeval tv;
-
-	if (!papi->q_head || papi->queue_timeout_ms <= 0) {
-		evtimer_del(papi->queue_timer);
-		return;
-	}
-	wait = papi->q_head->queued_at_ms + papi->queue_timeout_ms - now_ms();
-	if (wait < 0)
-		wait = 0;
-	tv.tv_sec = wait / 1000;
-	tv.tv_usec = (wait % 1000) * 1000;
-	evtimer_add(papi->queue_timer, &tv);
+	if (papi->q_head && papi->queue_timeout_ms > 0)
+		pool_timer_at(papi->queue_timer, &papi->queue_timer_ms,
+			      papi->q_head->queued_at_ms +
+				  papi->queue_timeout_ms);
 }
 
 static void queue_push(struct pool_api *papi, struct pool_call *call)
 {
 	call->next = NULL;
-	if (papi->q_tail)
-		papi->q_tail->next = call;
-	else
-		papi->q_head = call;
-	papi->q_tail = call;
+	pool_calls_append(&papi->q_head, &papi->q_tail, call, call);
 	papi->queued++;
 	if (papi->q_head == call)
 		dispatch_queue_timer_arm(papi);
@@ -195,6 +172,37 @@ static struct pool_call *queue_pop(struct pool_api *papi)
 	papi->queued--;
 	call->next = NULL;
 	dispatch_queue_timer_arm(papi);
+	return call;
+}
+
+/* The call a worker of LANE takes from PAPI's queue: the first one
+ * submitted on LANE among the first LANE_SCAN, so that its answer is read
+ * by the thread that waits for it; the head itself once it has been passed
+ * over LANE_PASS times, so that no call waits long for a lane of its own. */
+static struct pool_call *queue_take(struct pool_api *papi,
+				    const struct pool_lane *lane)
+{
+	struct pool_call *head = papi->q_head, **p = &papi->q_head, *call;
+	int n = 0;
+
+	if (!head || head->lane == lane || head->passed >= LANE_PASS)
+		return queue_pop(papi);
+	for (; *p && n < LANE_SCAN; p = &(*p)->next, n++)
+		if ((*p)->lane == lane)
+			break;
+	if (!*p || n == LANE_SCAN)
+		return queue_pop(papi);
+	call = *p;
+	*p = call->next;
+	if (papi->q_tail == call)
+		papi->q_tail = NULL;
+	for (struct pool_call *c = papi->q_head; !papi->q_tail && c;
+	     c = c->next)
+		if (!c->next)
+			papi->q_tail = c;
+	papi->queued--;
+	head->passed++;
+	call->next = NULL;
 	return call;
 }
 
@@ -232,10 +240,13 @@ void dispatch_fail_queue(struct pool_api *papi, enum pool_result result,
 void dispatch_queue_timer_cb(int fd, short what, void *arg)
 {
 	struct pool_api *papi = arg;
+	struct pool *pool = papi->pool;
 	int64_t now = now_ms();
 
 	(void)fd;
 	(void)what;
+	pool_enter(pool, NULL, false);
+	papi->queue_timer_ms = 0;
 	while (papi->q_head &&
 	       papi->q_head->queued_at_ms + papi->queue_timeout_ms <= now) {
 		struct pool_call *call = queue_pop(papi);
@@ -246,6 +257,7 @@ void dispatch_queue_timer_cb(int fd, short what, void *arg)
 				  NULL, 0);
 	}
 	dispatch_queue_timer_arm(papi);
+	pool_leave(pool);
 }
 
 /* ---- choosing a worker -------------------------------------------------- */
@@ -263,9 +275,12 @@ static bool idle_better(const struct pool *pool, const struct pool_worker *a,
 {
 	bool a_cur = a->generation == pool->generation;
 	bool b_cur = b->generation == pool->generation;
+	bool a_here = a->lane == pool_here(), b_here = b->lane == pool_here();
 
 	if (a_cur != b_cur)
 		return a_cur;
+	if (a_here != b_here)
+		return a_here;
 	return a->idle_since_ms > b->idle_since_ms;
 }
 
@@ -432,7 +447,7 @@ static void dispatch_run_mark(struct pool *pool, uint64_t mark)
 			dispatch_reserve(pool, papi);
 			continue;
 		}
-		dispatch_send(w, queue_pop(papi));
+		dispatch_send(w, queue_take(papi, w->lane));
 	}
 	dispatch_trim(pool, mark);
 	supervise_grow(pool, dispatch_waiting(pool, &recheck));
@@ -445,36 +460,6 @@ void dispatch_run(struct pool *pool)
 }
 
 /* ---- intake ------------------------------------------------------------- */
-
-void pool_submit(struct pool *pool, struct pool_call *call)
-{
-	bool closed, was_empty;
-
-	call->next = NULL;
-	call->papi = NULL;
-	call->worker = NULL;
-	call->reply = NULL;
-	call->reply_len = 0;
-	call->error = NULL;
-	call->queued_at_ms = now_ms();
-
-	pthread_mutex_lock(&pool->intake_lock);
-	closed = pool->intake_closed;
-	was_empty = !pool->intake_head;
-	if (!closed) {
-		if (pool->intake_tail)
-			pool->intake_tail->next = call;
-		else
-			pool->intake_head = call;
-		pool->intake_tail = call;
-	}
-	pthread_mutex_unlock(&pool->intake_lock);
-
-	if (closed)
-		dispatch_complete(call, POOL_SHUTDOWN, NULL, NULL, 0);
-	else if (was_empty)
-		event_active(pool->intake_ev, EV_READ, 0);
-}
 
 static void dispatch_accept(struct pool *pool, struct pool_call *call)
 {
@@ -496,26 +481,33 @@ static void dispatch_accept(struct pool *pool, struct pool_call *call)
 	queue_push(papi, call);
 }
 
-void dispatch_intake_cb(int fd, short what, void *arg)
+/* On the caller's thread: the call goes to a worker at once when one is
+ * free (one of this thread's lane first), or waits in its API's queue. Its
+ * done() never runs inside this function. */
+void pool_submit(struct pool *pool, struct pool_call *call)
 {
-	struct pool *pool = arg;
-	struct pool_call *list;
-	uint64_t mark = pool->next_id;
+	uint64_t mark;
 
-	(void)fd;
-	(void)what;
-	pthread_mutex_lock(&pool->intake_lock);
-	list = pool->intake_head;
-	pool->intake_head = pool->intake_tail = NULL;
-	pthread_mutex_unlock(&pool->intake_lock);
+	call->next = NULL;
+	call->pool = pool;
+	call->papi = NULL;
+	call->worker = NULL;
+	call->reply = NULL;
+	call->reply_len = 0;
+	call->error = NULL;
+	call->queued_at_ms = now_ms();
 
-	while (list) {
-		struct pool_call *call = list;
-
-		list = call->next;
+	call->lane = pool_lane_of(pool, call->origin);
+	call->passed = 0;
+	pool_enter(pool, call->lane, false);
+	mark = pool->next_id;
+	if (pool->stopping) {
+		dispatch_complete(call, POOL_SHUTDOWN, NULL, NULL, 0);
+	} else {
 		dispatch_accept(pool, call);
+		dispatch_run_mark(pool, mark);
 	}
-	dispatch_run_mark(pool, mark);
+	pool_leave(pool);
 }
 
 /* ---- on the worker ------------------------------------------------------ */

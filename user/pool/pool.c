@@ -104,16 +104,14 @@ static int pool_events_new(struct pool *pool)
 	struct timeval tick = {POOL_TICK_MS / 1000,
 			       (POOL_TICK_MS % 1000) * 1000};
 
-	pool->intake_ev =
-	    event_new(pool->base, -1, 0, dispatch_intake_cb, pool);
 	pool->sigchld_ev =
 	    evsignal_new(pool->base, SIGCHLD, supervise_sigchld_cb, pool);
 	pool->tick_ev =
 	    event_new(pool->base, -1, EV_PERSIST, supervise_tick_cb, pool);
 	pool->spawn_ev = evtimer_new(pool->base, supervise_spawn_cb, pool);
 	pool->grow_ev = evtimer_new(pool->base, supervise_spawn_cb, pool);
-	if (!pool->intake_ev || !pool->sigchld_ev || !pool->tick_ev ||
-	    !pool->spawn_ev || !pool->grow_ev)
+	if (!pool->sigchld_ev || !pool->tick_ev || !pool->spawn_ev ||
+	    !pool->grow_ev)
 		return -ENOMEM;
 	if (event_add(pool->sigchld_ev, NULL) ||
 	    event_add(pool->tick_ev, &tick))
@@ -132,8 +130,7 @@ static void pool_free(struct pool *pool)
 		free(p->error);
 		free(p);
 	}
-	if (pool->intake_ev)
-		event_free(pool->intake_ev);
+	pool_lanes_free(pool);
 	if (pool->sigchld_ev)
 		event_free(pool->sigchld_ev);
 	if (pool->tick_ev)
@@ -145,22 +142,37 @@ static void pool_free(struct pool *pool)
 	kv_free(pool->kv);
 	if (pool->rules)
 		rules_unref(pool->rules);
-	pthread_mutex_destroy(&pool->intake_lock);
+	pthread_mutex_destroy(&pool->lock);
 	free(pool->rxbuf);
 	free(pool->worker_path);
 	free(pool->hooks_dir);
 	free(pool);
 }
 
-struct pool *pool_start(struct event_base *base, struct rules *rules,
-			const char *worker_path, const char *hooks_dir)
+/* Adaptive: a thread that finds the lock taken spins a little before it
+ * sleeps. The lock is held for a few microseconds at a time, and sleeping
+ * on it costs two context switches. */
+static void pool_lock_init(pthread_mutex_t *lock)
+{
+	pthread_mutexattr_t attr;
+
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(lock, &attr);
+	pthread_mutexattr_destroy(&attr);
+}
+
+struct pool *pool_start(struct event_base *base,
+			struct event_base *const *lanes, int nlanes,
+			struct rules *rules, const char *worker_path,
+			const char *hooks_dir)
 {
 	struct pool *pool = calloc(1, sizeof(*pool));
 	int err = -ENOMEM;
 
 	if (!pool)
 		goto fail;
-	pthread_mutex_init(&pool->intake_lock, NULL);
+	pool_lock_init(&pool->lock);
 	pool->base = base;
 	pool->rules = rules_ref(rules);
 	pool->generation = 1;
@@ -172,17 +184,21 @@ struct pool *pool_start(struct event_base *base, struct rules *rules,
 	if (!pool->worker_path || !pool->hooks_dir || !pool->rxbuf || !pool->kv)
 		goto fail_pool;
 	err = pool_events_new(pool);
+	if (!err)
+		err = pool_lanes_new(pool, lanes, nlanes);
 	if (err)
 		goto fail_pool;
 	err = pool_apis_update(pool, rules);
 	if (err)
 		goto fail_pool;
 
-	log_info("pool starting workers_min=%d workers_max=%d worker=%s "
-		 "hooks=%s",
+	log_info("pool starting workers_min=%d workers_max=%d lanes=%d "
+		 "worker=%s hooks=%s",
 		 rules->python.workers_min, rules->python.workers_max,
-		 worker_path, hooks_dir);
+		 pool->nlanes, worker_path, hooks_dir);
+	pool_enter(pool, NULL, false);
 	supervise_ensure_min(pool);
+	pool_leave(pool);
 	return pool;
 
 fail_pool:
@@ -195,10 +211,12 @@ fail:
 
 void pool_watch_workers(struct pool *pool, pool_worker_fn fn, void *arg)
 {
+	pool_enter(pool, NULL, false);
 	pool->watch_fn = fn;
 	pool->watch_arg = arg;
 	for (struct pool_worker *w = pool->workers; w; w = w->next)
 		supervise_publish(w, false);
+	pool_leave(pool);
 }
 
 /* The old generation steps down: called when the first worker of the new
@@ -231,6 +249,7 @@ void pool_reload(struct pool *pool, struct rules *rules)
 
 	if (rules == pool->rules)
 		return;
+	pool_enter(pool, NULL, false);
 	rules_ref(rules);
 	rules_unref(pool->rules);
 	pool->rules = rules;
@@ -255,6 +274,7 @@ void pool_reload(struct pool *pool, struct rules *rules)
 		pool_retire_old(pool);
 	}
 	dispatch_run(pool);
+	pool_leave(pool);
 }
 
 /* Wait up to MS for every worker to be reaped. */
@@ -271,26 +291,15 @@ static void pool_wait_reaped(struct pool *pool, int ms)
 	}
 }
 
+/* The front threads have stopped: what is left completes here, on this
+ * thread. */
 void pool_stop(struct pool *pool)
 {
-	struct pool_call *intake;
-
 	if (!pool)
 		return;
+	pool_enter(pool, NULL, true);
 	pool->stopping = true;
-	pthread_mutex_lock(&pool->intake_lock);
-	pool->intake_closed = true;
-	intake = pool->intake_head;
-	pool->intake_head = pool->intake_tail = NULL;
-	pthread_mutex_unlock(&pool->intake_lock);
-	while (intake) {
-		struct pool_call *call = intake;
-
-		intake = call->next;
-		call->papi = NULL;
-		call->worker = NULL;
-		dispatch_complete(call, POOL_SHUTDOWN, NULL, NULL, 0);
-	}
+	pool_lanes_stop(pool);
 	for (struct pool_api *p = pool->apis; p; p = p->next)
 		dispatch_fail_queue(p, POOL_SHUTDOWN, NULL);
 
@@ -314,5 +323,6 @@ void pool_stop(struct pool *pool)
 		 (unsigned long long)pool->spawned,
 		 (unsigned long long)pool->killed,
 		 (unsigned long long)pool->recycled);
+	pool_leave(pool);
 	pool_free(pool);
 }

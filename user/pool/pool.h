@@ -1,10 +1,12 @@
 /* The worker pool: sluice-worker processes that run Python hooks.
  *
- * The pool lives on sluiced's main thread (its own event base). Front threads
- * hand it calls with pool_submit(); the pool queues each call behind its API's
- * bulkhead, sends it to a free worker, watches the deadline, and completes it
- * exactly once by running call->done on the front thread that submitted it
- * (through call->origin, an event base of that thread).
+ * Supervision (spawning, reaping, the bulkheads' timers) runs on sluiced's
+ * main thread. Each worker belongs to one front thread (a lane), whose event
+ * loop reads its answers. A front thread hands the pool a call with
+ * pool_submit(): the call goes at once to a free worker, one of its own
+ * lane's first, or waits behind its API's bulkhead. The pool watches the
+ * deadline and completes the call exactly once by running call->done on the
+ * front thread that submitted it (call->origin, that thread's event base).
  *
  * Ownership: the caller allocates the call and keeps it alive until done()
  * has run; done() is where the caller frees it. A front connection that goes
@@ -59,6 +61,9 @@ struct pool_call {
 	char *error; /* malloc'd text or NULL */
 
 	/* Pool-private links. */
+	struct pool *pool;
+	struct pool_lane *lane; /* of the submitting thread, or NULL */
+	int passed;		/* times passed over at the queue's head */
 	struct pool_call *next;
 	uint64_t id;
 	int64_t queued_at_ms;
@@ -70,13 +75,19 @@ struct pool_call {
 
 struct pool;
 
-/* Start the pool for RULES on BASE (the main thread's). WORKER_PATH is the
- * sluice-worker executable, HOOKS_DIR the directory holding the Python
- * packages (sluice/, tyk/, gateway.py). */
-struct pool *pool_start(struct event_base *base, struct rules *rules,
-			const char *worker_path, const char *hooks_dir);
+/* Start the pool for RULES on BASE (the main thread's), with one lane per
+ * event base in LANES (the front threads'; none: workers are served on
+ * BASE). The lanes' loops must outlive the pool until pool_stop(), which
+ * runs after they stopped. WORKER_PATH is the sluice-worker executable,
+ * HOOKS_DIR the directory holding the Python packages (sluice/, tyk/,
+ * gateway.py). */
+struct pool *pool_start(struct event_base *base,
+			struct event_base *const *lanes, int nlanes,
+			struct rules *rules, const char *worker_path,
+			const char *hooks_dir);
 
-/* Any thread. Takes ownership of call->msg. Always completes with done(). */
+/* A lane's thread (or any thread of a pool without lanes). Takes ownership
+ * of call->msg. Always completes with done(), never inside this call. */
 void pool_submit(struct pool *pool, struct pool_call *call);
 
 /* Main thread: new rules (HUP). Workers are replaced with fresh ones that

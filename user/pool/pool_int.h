@@ -1,8 +1,9 @@
 /* The pool's private types, shared by its modules:
  *
  *   pool.c       start, reload, stop; the per-API bulkhead table
- *   dispatch.c   intake from front threads, queues, the dispatch rule,
- *                deadlines, completion
+ *   lane.c       the pool lock, and each front thread's lane: completion
+ *                delivery and the freeing of its workers
+ *   dispatch.c   intake, queues, the dispatch rule, deadlines, completion
  *   supervise.c  spawn, messages from workers, kill, reap, respawn, recycle,
  *                idle shrink
  *   wire.c       record framing and msgpack encoding/decoding
@@ -10,8 +11,13 @@
  *   stats.c      /status and /metrics
  *   check.c      `sluiced -t`: import the hooks once and report
  *
- * Everything here runs on the pool's event base (sluiced's main thread);
- * only the intake list is touched by other threads, under intake_lock.
+ * Threads. The pool's state is shared by sluiced's main thread (supervision:
+ * spawn, reap, timers of the bulkheads) and the front threads (which submit
+ * calls and read the answers of their own workers). All of it is under
+ * pool->lock, taken by every entry point with pool_enter() and given back
+ * with pool_leave() (lane.c), which also delivers the calls completed
+ * meanwhile. A worker's socket and timer events belong to its lane; only
+ * that lane's thread deletes or frees them (see lane.c for why).
  */
 #ifndef SLUICE_POOL_INT_H
 #define SLUICE_POOL_INT_H
@@ -60,6 +66,7 @@ struct pool_api {
 	int queued;
 	bool blocked; /* dispatch pass: no worker can take its head */
 	struct event *queue_timer;
+	int64_t queue_timer_ms; /* when it fires; 0: not armed */
 
 	/* Import status from the newest generation that reported one.
 	 * error: last line of the traceback, NULL when the modules import. */
@@ -80,6 +87,17 @@ enum worker_state {
 	WORKER_CLOSED,	 /* socket closed; waiting to be reaped */
 };
 
+/* A front thread's side of the pool. Its kick event runs on that thread:
+ * it delivers the calls completed for it elsewhere and frees the workers
+ * reaped elsewhere. */
+struct pool_lane {
+	struct pool *pool;
+	struct event_base *base;
+	struct event *kick;
+	struct pool_call *deliver_head, *deliver_tail;
+	struct pool_worker *release;
+};
+
 /* One queued outgoing record (flag byte + payload). */
 struct wire_out {
 	struct wire_out *next;
@@ -96,8 +114,9 @@ struct wire_in {
 struct pool_worker {
 	struct pool_worker *next;
 	struct pool *pool;
+	struct pool_lane *lane; /* whose thread runs its events */
 	pid_t pid;
-	int fd; /* -1 once closed */
+	int fd; /* -1 once detached from its lane's loop */
 	unsigned generation;
 	struct rules *rules; /* the rules it was started with (a ref) */
 	enum worker_state state;
@@ -114,6 +133,7 @@ struct pool_worker {
 	bool timed_out;	  /* a call passed its deadline: kill it */
 	bool reserved;	  /* draining its async calls for a sync one */
 	bool lost;	  /* it died or broke the protocol */
+	bool reaped;	  /* waitpid said it is gone: never signal it */
 	int failed_calls; /* calls it took down with it */
 	const char *drain_reason;
 	int64_t timer_due_ms;
@@ -131,12 +151,15 @@ struct pool {
 	bool gen_status; /* import statuses of this generation are known */
 	char *worker_path, *hooks_dir;
 
-	pthread_mutex_t intake_lock;
-	struct pool_call *intake_head, *intake_tail;
-	bool intake_closed;
-	struct event *intake_ev;
+	pthread_mutex_t lock;
+	struct pool_lane *lanes;
+	int nlanes;
+	unsigned next_lane;
+	struct pool_call *done_head, *done_tail; /* completed, to deliver */
+	bool threads_stopped; /* pool_stop: no lane's loop runs any more */
 
 	struct event *sigchld_ev, *tick_ev, *spawn_ev, *grow_ev;
+	int64_t grow_ms; /* when grow_ev fires; 0: not armed */
 	struct pool_worker *workers;
 	struct pool_api *apis;
 	struct kv_store *kv;
@@ -153,7 +176,39 @@ struct pool {
 	bool stopping;
 };
 
-/* time */
+/* Append the calls FIRST..LAST (linked by next, LAST's next NULL) to the
+ * list *HEAD..*TAIL. */
+static inline void pool_calls_append(struct pool_call **head,
+				     struct pool_call **tail,
+				     struct pool_call *first,
+				     struct pool_call *last)
+{
+	if (!first)
+		return;
+	if (*tail)
+		(*tail)->next = first;
+	else
+		*head = first;
+	*tail = last;
+}
+
+/* lane.c */
+/* Take the pool lock on a thread; LANE is the thread's lane (NULL on the
+ * main thread). INLINE: calls completed for LANE may run their done() in
+ * pool_leave(), on this stack (not in pool_submit, whose caller is in the
+ * middle of its own work). */
+void pool_enter(struct pool *pool, struct pool_lane *lane, bool inline_done);
+void pool_leave(struct pool *pool);
+struct pool_lane *pool_here(void);
+struct pool_lane *pool_lane_of(struct pool *pool,
+			       const struct event_base *base);
+struct pool_lane *pool_lane_next(struct pool *pool);
+void pool_timer_at(struct event *ev, int64_t *armed, int64_t due);
+bool pool_on_lane(const struct pool_worker *w);
+void pool_release(struct pool_worker *w);
+int pool_lanes_new(struct pool *pool, struct event_base *const *bases, int n);
+void pool_lanes_stop(struct pool *pool);
+void pool_lanes_free(struct pool *pool);
 
 /* pool.c */
 struct pool_api *pool_api_find(struct pool *pool, const char *name);
@@ -162,7 +217,6 @@ int pool_worker_api_index(const struct pool_worker *w,
 void pool_retire_old(struct pool *pool);
 
 /* dispatch.c */
-void dispatch_intake_cb(int fd, short what, void *arg);
 void dispatch_run(struct pool *pool);
 void dispatch_complete(struct pool_call *call, enum pool_result result,
 		       char *error, char *reply, size_t reply_len);
@@ -193,6 +247,7 @@ void supervise_spawn_cb(int fd, short what, void *arg);
 void supervise_reap_all(struct pool *pool);
 int supervise_live_count(const struct pool *pool);
 void supervise_publish(struct pool_worker *w, bool gone);
+void supervise_free(struct pool_worker *w);
 int worker_process_start(const char *worker_path, const char *hooks_dir,
 			 pid_t *pid, int *fd);
 int worker_send(struct pool_worker *w, const struct iovec *iov, int iovcnt);

@@ -91,6 +91,7 @@ void pool_status_json(struct pool *pool, struct evbuffer *out)
 {
 	int queued = 0;
 
+	pool_enter(pool, NULL, false);
 	for (struct pool_api *p = pool->apis; p; p = p->next)
 		queued += p->queued;
 	evbuffer_add_printf(out, "{\"min\":%d,\"max\":%d,\"queued\":%d,",
@@ -105,6 +106,7 @@ void pool_status_json(struct pool *pool, struct evbuffer *out)
 			    (unsigned long long)pool->spawned,
 			    (unsigned long long)pool->killed,
 			    (unsigned long long)pool->recycled);
+	pool_leave(pool);
 }
 
 static void metrics_workers(struct pool *pool, struct evbuffer *out)
@@ -192,6 +194,7 @@ static void metrics_counter(struct evbuffer *out, const char *name,
 
 void pool_metrics(struct pool *pool, struct evbuffer *out)
 {
+	pool_enter(pool, NULL, false);
 	metrics_workers(pool, out);
 	metrics_apis(pool, out);
 	metrics_counter(out, "sluice_pool_spawned_total",
@@ -210,4 +213,5 @@ void pool_metrics(struct pool *pool, struct evbuffer *out)
 	    "store_data store.\n# TYPE sluice_kv_bytes gauge\n"
 	    "sluice_kv_bytes %zu\n",
 	    kv_count(pool->kv), kv_bytes(pool->kv));
+	pool_leave(pool);
 }

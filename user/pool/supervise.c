@@ -6,7 +6,8 @@
  *       or by the worker's death --> CLOSED --SIGCHLD, waitpid--> freed
  *
  * A worker struct lives until its process is reaped, so a pid is never
- * signalled after it could have been reused. A worker that dies on its own
+ * signalled after it could have been reused; it is then freed on its lane's
+ * thread (lane.c). A worker that dies on its own
  * fails the calls it held with POOL_WORKER_DIED; consecutive deaths delay
  * the next spawn (doubling, capped) so a hook or an interpreter that cannot
  * start does not turn into a fork storm.
@@ -114,7 +115,7 @@ int worker_send(struct pool_worker *w, const struct iovec *iov, int iovcnt)
 	size_t total = 0;
 	int err;
 
-	if (w->fd < 0)
+	if (w->fd < 0 || w->state == WORKER_CLOSED)
 		return -EPIPE;
 	for (int i = 0; i < iovcnt; i++)
 		total += iov[i].iov_len;
@@ -134,19 +135,42 @@ int worker_send(struct pool_worker *w, const struct iovec *iov, int iovcnt)
 	return err;
 }
 
+/* Take W's socket out of its lane's loop and close it. On W's lane only
+ * (lane.c says why). */
+static void worker_detach(struct pool_worker *w)
+{
+	if (w->read_ev)
+		event_del(w->read_ev);
+	if (w->write_ev)
+		event_del(w->write_ev);
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+}
+
 static void worker_write_cb(int fd, short what, void *arg)
 {
 	struct pool_worker *w = arg;
-	int err = wire_flush(fd, &w->out_head, &w->out_tail);
+	struct pool *pool = w->pool;
+	int err;
 
+	(void)fd;
 	(void)what;
+	pool_enter(pool, w->lane, true);
+	if (w->state == WORKER_CLOSED) {
+		worker_detach(w);
+		goto out;
+	}
+	err = wire_flush(w->fd, &w->out_head, &w->out_tail);
 	if (err == -EAGAIN)
-		return;
+		goto out;
 	event_del(w->write_ev);
 	if (err) {
 		supervise_lost(w, "send-failed");
-		dispatch_run(w->pool);
+		dispatch_run(pool);
 	}
+out:
+	pool_leave(pool);
 }
 
 /* ---- counting ----------------------------------------------------------- */
@@ -198,8 +222,7 @@ void supervise_publish(struct pool_worker *w, bool gone)
 
 void supervise_timer_arm(struct pool_worker *w)
 {
-	int64_t due = 0, wait;
-	struct timeval tv;
+	int64_t due = 0;
 
 	if (!w->timer_ev)
 		return;
@@ -217,28 +240,20 @@ void supervise_timer_arm(struct pool_worker *w)
 			  : w->closed_ms + POOL_CLOSE_GRACE_MS;
 		break;
 	}
-	if (due == w->timer_due_ms)
-		return;
-	w->timer_due_ms = due;
-	if (!due) {
-		evtimer_del(w->timer_ev);
-		return;
-	}
-	wait = due - now_ms();
-	if (wait < 0)
-		wait = 0;
-	tv.tv_sec = wait / 1000;
-	tv.tv_usec = (wait % 1000) * 1000;
-	evtimer_add(w->timer_ev, &tv);
+	pool_timer_at(w->timer_ev, &w->timer_due_ms, due);
 }
 
 static void worker_timer_cb(int fd, short what, void *arg)
 {
 	struct pool_worker *w = arg;
+	struct pool *pool = w->pool;
 	int64_t now = now_ms();
 
 	(void)fd;
 	(void)what;
+	pool_enter(pool, w->lane, true);
+	if (w->reaped)
+		goto out; /* its pid may be another process's now */
 	w->timer_due_ms = 0;
 	switch (w->state) {
 	case WORKER_STARTING:
@@ -262,7 +277,9 @@ static void worker_timer_cb(int fd, short what, void *arg)
 		break;
 	}
 	supervise_timer_arm(w);
-	dispatch_run(w->pool);
+	dispatch_run(pool);
+out:
+	pool_leave(pool);
 }
 
 /* ---- spawn -------------------------------------------------------------- */
@@ -270,7 +287,8 @@ static void worker_timer_cb(int fd, short what, void *arg)
 static void worker_read_cb(int fd, short what, void *arg);
 static long worker_rss_kb(pid_t pid);
 
-static void worker_free(struct pool_worker *w)
+/* Free W: on its lane's thread once it has events (pool_release). */
+void supervise_free(struct pool_worker *w)
 {
 	if (w->read_ev)
 		event_free(w->read_ev);
@@ -306,7 +324,7 @@ static int worker_send_init(struct pool_worker *w)
 
 static int worker_events_new(struct pool_worker *w)
 {
-	struct event_base *base = w->pool->base;
+	struct event_base *base = w->lane->base;
 
 	w->read_ev =
 	    event_new(base, w->fd, EV_READ | EV_PERSIST, worker_read_cb, w);
@@ -346,6 +364,7 @@ int supervise_spawn(struct pool *pool, const char *reason)
 	if (!w)
 		return -ENOMEM;
 	w->pool = pool;
+	w->lane = pool_lane_next(pool);
 	w->fd = -1;
 	w->generation = pool->generation;
 	w->rules = rules_ref(pool->rules);
@@ -355,7 +374,7 @@ int supervise_spawn(struct pool *pool, const char *reason)
 	if (err) {
 		log_error("worker spawn failed path=%s: %s", pool->worker_path,
 			  strerror(-err));
-		worker_free(w);
+		supervise_free(w);
 		note_death(pool);
 		return err;
 	}
@@ -440,21 +459,10 @@ void supervise_grow(struct pool *pool, int waiting)
 }
 
 /* Look again at AT_MS (when a waiting call becomes old enough to count
- * for growth); 0 cancels. */
+ * for growth); 0: no such call. */
 void supervise_grow_timer(struct pool *pool, int64_t at_ms)
 {
-	int64_t wait = at_ms - now_ms();
-	struct timeval tv;
-
-	if (!at_ms) {
-		evtimer_del(pool->grow_ev);
-		return;
-	}
-	if (wait < 1)
-		wait = 1;
-	tv.tv_sec = wait / 1000;
-	tv.tv_usec = (wait % 1000) * 1000;
-	evtimer_add(pool->grow_ev, &tv);
+	pool_timer_at(pool->grow_ev, &pool->grow_ms, at_ms);
 }
 
 void supervise_spawn_cb(int fd, short what, void *arg)
@@ -463,14 +471,18 @@ void supervise_spawn_cb(int fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	pool_enter(pool, NULL, false);
+	pool->grow_ms = 0;
 	supervise_ensure_min(pool);
 	dispatch_run(pool);
+	pool_leave(pool);
 }
 
 /* ---- closing and killing ------------------------------------------------ */
 
 /* Close W's socket: the worker reads end-of-file and exits; SIGCHLD tells
- * us when. Calls it still holds fail. */
+ * us when. Calls it still holds fail. Off W's lane, the socket is only shut
+ * down here, and W's read callback detaches it on its own thread. */
 void supervise_close(struct pool_worker *w, const char *reason)
 {
 	struct pool_call *calls = w->calls;
@@ -482,12 +494,12 @@ void supervise_close(struct pool_worker *w, const char *reason)
 	w->state = WORKER_CLOSED;
 	w->close_reason = reason;
 	w->closed_ms = now_ms();
-	if (w->read_ev)
-		event_del(w->read_ev);
-	if (w->write_ev)
-		event_del(w->write_ev);
-	close(w->fd);
-	w->fd = -1;
+	if (pool_on_lane(w) || !w->read_ev) {
+		worker_detach(w);
+	} else {
+		shutdown(w->fd, SHUT_RDWR);
+		event_active(w->read_ev, EV_READ, 0);
+	}
 	wire_out_free(&w->out_head, &w->out_tail);
 	wire_in_reset(&w->in);
 
@@ -620,7 +632,8 @@ void supervise_reap_all(struct pool *pool)
 		*p = w->next;
 		worker_reaped(w, status);
 		supervise_publish(w, true);
-		worker_free(w);
+		w->reaped = true;
+		pool_release(w);
 	}
 	/* No child at all: whatever is still listed was reaped elsewhere. */
 	err = pid < 0 ? errno : 0;
@@ -630,7 +643,8 @@ void supervise_reap_all(struct pool *pool)
 		pool->workers = w->next;
 		worker_reaped(w, 0);
 		supervise_publish(w, true);
-		worker_free(w);
+		w->reaped = true;
+		pool_release(w);
 	}
 }
 
@@ -640,11 +654,13 @@ void supervise_sigchld_cb(int fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	pool_enter(pool, NULL, false);
 	supervise_reap_all(pool);
-	if (pool->stopping)
-		return;
-	supervise_ensure_min(pool);
-	dispatch_run(pool);
+	if (!pool->stopping) {
+		supervise_ensure_min(pool);
+		dispatch_run(pool);
+	}
+	pool_leave(pool);
 }
 
 /* ---- messages from a worker --------------------------------------------- */
@@ -827,7 +843,12 @@ static void worker_read_cb(int fd, short what, void *arg)
 	struct pool *pool = w->pool;
 
 	(void)what;
-	for (int i = 0; i < READ_BATCH && w->fd == fd; i++) {
+	pool_enter(pool, w->lane, true);
+	if (w->state == WORKER_CLOSED) {
+		worker_detach(w); /* closed from another thread */
+		goto out;
+	}
+	for (int i = 0; i < READ_BATCH && w->state != WORKER_CLOSED; i++) {
 		const char *msg;
 		size_t len;
 		int r = wire_recv(fd, &w->in, pool->rxbuf, pool->msg_max, &msg,
@@ -850,6 +871,8 @@ static void worker_read_cb(int fd, short what, void *arg)
 			wire_in_reset(&w->in);
 	}
 	dispatch_run(pool);
+out:
+	pool_leave(pool);
 }
 
 /* ---- the tick: idle shrink, RSS, kv sweep ------------------------------- */
@@ -902,10 +925,12 @@ void supervise_tick_cb(int fd, short what, void *arg)
 {
 	struct pool *pool = arg;
 	int64_t now = now_ms();
-	int live = supervise_live_count(pool);
+	int live;
 
 	(void)fd;
 	(void)what;
+	pool_enter(pool, NULL, false);
+	live = supervise_live_count(pool);
 	supervise_reap_all(pool);
 	for (struct pool_worker *w = pool->workers; w; w = w->next) {
 		tick_worker(w, now, &live);
@@ -915,4 +940,5 @@ void supervise_tick_cb(int fd, short what, void *arg)
 	kv_sweep(pool->kv);
 	supervise_ensure_min(pool);
 	dispatch_run(pool);
+	pool_leave(pool);
 }
