@@ -4,6 +4,7 @@ reloads, and a long run with kills and crashes that must leave nothing
 behind."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -84,6 +85,37 @@ def test_pool_grows_while_calls_wait_and_shrinks_when_idle(
     assert pool(gw)["spawned"] >= 3
     assert gw.wait_log("reason=idle")
     wait_pool(gw, workers=1, timeout=10)
+
+
+def _starting_at_once(log):
+    """The most workers ever between "worker spawned" and their "ready" (or
+    their exit), from the log's millisecond timestamps."""
+    events = []
+    for line in log.splitlines():
+        m = re.match(r"(\S+) \w+ sluiced\[\d+\]: worker "
+                     r"(spawned|ready|exited|died) pid=(\d+)", line)
+        if m:
+            events.append((m.group(1), m.group(2) == "spawned"))
+    now = most = 0
+    for _, up in sorted(events, key=lambda e: (e[0], e[1])):
+        now += 1 if up else -1
+        most = max(most, now)
+    return most
+
+
+def test_growth_starts_workers_one_cpu_short_of_all_at_a_time(
+        gateway, upstream, tmp_path):
+    # Starting an interpreter takes a CPU for ~100 ms: a burst of blocked
+    # calls must leave a CPU to the front (the plain APIs).
+    gw = gateway(hooked_rules(tmp_path, upstream, {
+        "slow": {"pre": ["pt.sleepy"], "config": {"sleep": 1},
+                 "max_inflight": 8, "queue": 64}},
+        workers={"min": 1, "max": 6, "idle_s": 30}))
+    wait_pool(gw)
+    statuses = parallel(12, lambda i: post(gw, "/slow/echo")[0])
+    assert statuses == [200] * 12
+    assert pool(gw)["spawned"] >= 4
+    assert _starting_at_once(gw.log()) <= max(1, (os.cpu_count() or 1) - 1)
 
 
 def test_worker_is_recycled_after_max_requests(gateway, upstream, tmp_path):

@@ -176,6 +176,9 @@ struct pool *pool_start(struct event_base *base,
 	pool->base = base;
 	pool->rules = rules_ref(rules);
 	pool->generation = 1;
+	pool->grow_at_once = (int)sysconf(_SC_NPROCESSORS_ONLN) - 1;
+	if (pool->grow_at_once < 1)
+		pool->grow_at_once = 1;
 	pool->msg_max = pool_msg_max(rules);
 	pool->worker_path = strdup(worker_path);
 	pool->hooks_dir = strdup(hooks_dir);

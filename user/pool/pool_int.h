@@ -159,7 +159,8 @@ struct pool {
 	bool threads_stopped; /* pool_stop: no lane's loop runs any more */
 
 	struct event *sigchld_ev, *tick_ev, *spawn_ev, *grow_ev;
-	int64_t grow_ms; /* when grow_ev fires; 0: not armed */
+	int64_t grow_ms;  /* when grow_ev fires; 0: not armed */
+	int grow_at_once; /* workers growth may start at the same time */
 	struct pool_worker *workers;
 	struct pool_api *apis;
 	struct kv_store *kv;

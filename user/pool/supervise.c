@@ -433,7 +433,13 @@ void supervise_ensure_min(struct pool *pool)
 /* WAITING more workers would take calls that wait now: start as many as
  * are not already starting, up to workers.max. Past one worker, growth
  * waits until this generation has said which modules import (and which
- * APIs are async). */
+ * APIs are async).
+ *
+ * Starting an interpreter costs about 100 ms of CPU. Growth has at most
+ * one worker fewer than there are CPUs starting at a time (one on a 2-CPU
+ * machine), so that a burst of blocked calls leaves a CPU to the front
+ * threads and the plain APIs they serve; the next starts when one is
+ * ready. */
 void supervise_grow(struct pool *pool, int waiting)
 {
 	int live, starting;
@@ -449,8 +455,8 @@ void supervise_grow(struct pool *pool, int waiting)
 			supervise_spawn(pool, "grow");
 		return;
 	}
-	while (waiting > starting && live < pool->rules->python.workers_max &&
-	       spawn_allowed(pool)) {
+	while (waiting > starting && starting < pool->grow_at_once &&
+	       live < pool->rules->python.workers_max && spawn_allowed(pool)) {
 		if (supervise_spawn(pool, "grow"))
 			return;
 		starting++;
