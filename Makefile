@@ -34,7 +34,7 @@ DEB_BUILD := gcc make pkg-config clang llvm libbpf-dev libxdp-dev xdp-tools \
 	libyaml-dev libcap2-bin iproute2
 DEB_TEST  := libcmocka-dev python3-pytest python3-msgpack \
 	python3-prometheus-client curl clang-format cppcheck \
-	libclang-rt-14-dev chromium systemd
+	libclang-rt-14-dev libasan8 libubsan1 libtsan2 chromium systemd
 DEB_BENCH := wrk nginx-light haproxy
 
 LLHTTP_DIR := /usr/share/llhttp
