@@ -206,8 +206,8 @@ static struct pool_call *queue_take(struct pool_api *papi,
 	return call;
 }
 
-/* Remove the newest call; the queue is short when this runs (only over
- * its bound by the calls of one intake batch). */
+/* Remove the newest call: the one just submitted, when it finds the queue
+ * full. */
 static struct pool_call *queue_pop_tail(struct pool_api *papi)
 {
 	struct pool_call **p = &papi->q_head, *call;
@@ -388,8 +388,8 @@ static int dispatch_waiting(const struct pool *pool, int64_t *recheck)
 	return need;
 }
 
-/* Refuse the calls of this intake batch (id above MARK) that do not fit in
- * their API's queue. */
+/* Refuse the calls submitted since MARK (an id) that did not go to a
+ * worker and do not fit in their API's queue. */
 static void dispatch_trim(struct pool *pool, uint64_t mark)
 {
 	for (struct pool_api *p = pool->apis; p; p = p->next) {

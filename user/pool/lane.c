@@ -20,8 +20,8 @@
  * from another thread only has its socket shut down (the worker reads end
  * of file) and its read event activated; its lane's read callback then
  * detaches it. Reaped workers go to their lane's release list the same
- * way. Other threads only add or activate a worker's events, and delete
- * its timer without waiting (event_del_noblock).
+ * way. Other threads only add or activate a worker's events; no timer of
+ * the pool is ever deleted, only armed again (pool_timer_at).
  */
 #include <errno.h>
 #include <stdlib.h>
