@@ -92,6 +92,10 @@ all: $(BINARIES) $(BPF_OBJ)
 
 # ---- deps ------------------------------------------------------------------
 
+# run, test and bench install the packages first and then build in a new
+# make: this one read pkg-config and looked for node-llhttp's sources
+# before they were there, and make does not look again.
+
 # Idempotent and quick when everything is present: dpkg-query first, apt-get
 # only for what is missing.
 deps:
@@ -184,15 +188,17 @@ $(BUILD)/obj/user/front/admin.o: $(BUILD)/stats_html.h
 
 # The demo: a small upstream (python3's http.server would be Python on the
 # plain path, so nginx from Debian serves it), sluiced in front of it.
-run: deps all
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tests/demo/run-demo.sh $(BUILD)
 
 # ---- test ------------------------------------------------------------------
 
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-test: deps all lint test-unit test-integration test-bpf test-sanitize test-tsan \
-	test-ops
+test: deps
+	$(Q)$(MAKE) --no-print-directory all lint test-unit test-integration \
+		test-bpf test-sanitize test-tsan test-ops
 	@echo "test: all suites passed"
 
 test-unit: $(BUILD)/tests/unit_rules $(BUILD)/tests/unit_route \
@@ -277,7 +283,8 @@ lint:
 
 # `make bench BENCH_ARGS=--quick` (or --only plain|hooks|splice, --rounds N,
 # --duration S): see docs/bench.md.
-bench: deps all
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)SLUICE_BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
 
 # ---- install ---------------------------------------------------------------
