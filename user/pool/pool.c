@@ -110,8 +110,9 @@ static int pool_events_new(struct pool *pool)
 	    event_new(pool->base, -1, EV_PERSIST, supervise_tick_cb, pool);
 	pool->spawn_ev = evtimer_new(pool->base, supervise_spawn_cb, pool);
 	pool->grow_ev = evtimer_new(pool->base, supervise_spawn_cb, pool);
+	pool->start_ev = event_new(pool->base, -1, 0, supervise_start_cb, pool);
 	if (!pool->sigchld_ev || !pool->tick_ev || !pool->spawn_ev ||
-	    !pool->grow_ev)
+	    !pool->grow_ev || !pool->start_ev)
 		return -ENOMEM;
 	if (event_add(pool->sigchld_ev, NULL) ||
 	    event_add(pool->tick_ev, &tick))
@@ -139,6 +140,8 @@ static void pool_free(struct pool *pool)
 		event_free(pool->spawn_ev);
 	if (pool->grow_ev)
 		event_free(pool->grow_ev);
+	if (pool->start_ev)
+		event_free(pool->start_ev);
 	kv_free(pool->kv);
 	if (pool->rules)
 		rules_unref(pool->rules);

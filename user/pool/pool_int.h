@@ -143,6 +143,15 @@ struct pool_worker {
 	long rss_kb;
 };
 
+/* Why a worker is started (the "reason" of its spawned line). */
+enum spawn_reason {
+	SPAWN_START,
+	SPAWN_RESPAWN,
+	SPAWN_RELOAD,
+	SPAWN_GROW,
+	SPAWN_REASONS
+};
+
 struct pool {
 	struct event_base *base;
 	struct rules *rules; /* the current generation (a ref) */
@@ -159,6 +168,12 @@ struct pool {
 	bool threads_stopped; /* pool_stop: no lane's loop runs any more */
 
 	struct event *sigchld_ev, *tick_ev, *spawn_ev, *grow_ev;
+	/* Workers asked for and not started yet, by reason. The main thread
+	 * starts them (start_ev, supervise_start_cb) without the lock: a
+	 * front thread never waits for a process to be created. They count
+	 * as live and as starting. */
+	struct event *start_ev;
+	int start_wanted[SPAWN_REASONS];
 	int64_t grow_ms;  /* when grow_ev fires; 0: not armed */
 	int grow_at_once; /* workers growth may start at the same time */
 	struct pool_worker *workers;
@@ -232,7 +247,6 @@ void dispatch_on_result(struct pool_worker *w, const msgpack_object *msg,
 			const char *raw, size_t raw_len);
 
 /* supervise.c */
-int supervise_spawn(struct pool *pool, const char *reason);
 void supervise_ensure_min(struct pool *pool);
 void supervise_grow(struct pool *pool, int waiting);
 void supervise_grow_timer(struct pool *pool, int64_t at_ms);
@@ -245,6 +259,7 @@ void supervise_timer_arm(struct pool_worker *w);
 void supervise_sigchld_cb(int fd, short what, void *arg);
 void supervise_tick_cb(int fd, short what, void *arg);
 void supervise_spawn_cb(int fd, short what, void *arg);
+void supervise_start_cb(int fd, short what, void *arg);
 void supervise_reap_all(struct pool *pool);
 int supervise_live_count(const struct pool *pool);
 void supervise_publish(struct pool_worker *w, bool gone);

@@ -175,6 +175,15 @@ out:
 
 /* ---- counting ----------------------------------------------------------- */
 
+static int start_wanted_count(const struct pool *pool)
+{
+	int n = 0;
+
+	for (int i = 0; i < SPAWN_REASONS; i++)
+		n += pool->start_wanted[i];
+	return n;
+}
+
 static bool worker_live(const struct pool *pool, const struct pool_worker *w)
 {
 	return w->generation == pool->generation &&
@@ -183,7 +192,7 @@ static bool worker_live(const struct pool *pool, const struct pool_worker *w)
 
 int supervise_live_count(const struct pool *pool)
 {
-	int n = 0;
+	int n = start_wanted_count(pool);
 
 	for (const struct pool_worker *w = pool->workers; w; w = w->next)
 		n += worker_live(pool, w);
@@ -192,7 +201,7 @@ int supervise_live_count(const struct pool *pool)
 
 static int starting_count(const struct pool *pool)
 {
-	int n = 0;
+	int n = start_wanted_count(pool);
 
 	for (const struct pool_worker *w = pool->workers; w; w = w->next)
 		n += w->generation == pool->generation &&
@@ -355,35 +364,35 @@ static void note_death(struct pool *pool)
 			 (long long)delay, pool->crash_streak);
 }
 
-/* Start one worker of the current generation. */
-int supervise_spawn(struct pool *pool, const char *reason)
+static const char *const spawn_reason_name[SPAWN_REASONS] = {
+    [SPAWN_START] = "start",
+    [SPAWN_RESPAWN] = "respawn",
+    [SPAWN_RELOAD] = "reload",
+    [SPAWN_GROW] = "grow",
+};
+
+/* Ask the main thread for one more worker of the current generation. */
+static void spawn_request(struct pool *pool, enum spawn_reason why)
 {
-	struct pool_worker *w = calloc(1, sizeof(*w));
+	pool->start_wanted[why]++;
+	event_active(pool->start_ev, EV_TIMEOUT, 1);
+}
+
+/* W's process runs: make W a worker of the current generation, on a lane,
+ * and send it the rules. */
+static void spawn_register(struct pool *pool, struct pool_worker *w,
+			   enum spawn_reason why)
+{
 	int err;
 
-	if (!w)
-		return -ENOMEM;
-	w->pool = pool;
 	w->lane = pool_lane_next(pool);
-	w->fd = -1;
 	w->generation = pool->generation;
 	w->rules = rules_ref(pool->rules);
-	w->started_ms = now_ms();
-	err = worker_process_start(pool->worker_path, pool->hooks_dir, &w->pid,
-				   &w->fd);
-	if (err) {
-		log_error("worker spawn failed path=%s: %s", pool->worker_path,
-			  strerror(-err));
-		supervise_free(w);
-		note_death(pool);
-		return err;
-	}
-	fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
 	w->next = pool->workers;
 	pool->workers = w;
 	pool->spawned++;
 	log_info("worker spawned pid=%d generation=%u reason=%s", w->pid,
-		 w->generation, reason);
+		 w->generation, spawn_reason_name[why]);
 	supervise_publish(w, false);
 
 	err = worker_events_new(w);
@@ -391,10 +400,59 @@ int supervise_spawn(struct pool *pool, const char *reason)
 		err = worker_send_init(w);
 	if (err) {
 		supervise_lost(w, "init-failed");
-		return err;
+		return;
 	}
 	supervise_timer_arm(w);
-	return 0;
+}
+
+/* The requested workers (spawn_request), one at a time. The process is
+ * created without the lock: posix_spawn() holds this thread until the
+ * child has run exec, which takes milliseconds when the CPUs are busy. A
+ * request stays counted until its worker is registered, so no thread asks
+ * for it twice. A failed start drops the rest: the backoff decides when
+ * supervise_ensure_min() asks again. */
+void supervise_start_cb(int fd, short what, void *arg)
+{
+	struct pool *pool = arg;
+
+	(void)fd;
+	(void)what;
+	pool_enter(pool, NULL, false);
+	while (!pool->stopping && start_wanted_count(pool)) {
+		enum spawn_reason why = SPAWN_START;
+		struct pool_worker *w;
+		int err = -ENOMEM;
+
+		while (!pool->start_wanted[why])
+			why++;
+		pool_leave(pool);
+		w = calloc(1, sizeof(*w));
+		if (w) {
+			w->pool = pool;
+			w->fd = -1;
+			w->started_ms = now_ms();
+			err = worker_process_start(pool->worker_path,
+						   pool->hooks_dir, &w->pid,
+						   &w->fd);
+		}
+		if (!err)
+			fcntl(w->fd, F_SETFL,
+			      fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+		pool_enter(pool, NULL, false);
+		pool->start_wanted[why]--;
+		if (!err) {
+			spawn_register(pool, w, why);
+			continue;
+		}
+		log_error("worker spawn failed path=%s: %s", pool->worker_path,
+			  strerror(-err));
+		if (w)
+			supervise_free(w);
+		memset(pool->start_wanted, 0, sizeof(pool->start_wanted));
+		note_death(pool);
+	}
+	dispatch_run(pool);
+	pool_leave(pool);
 }
 
 /* Spawning is allowed now, or the spawn timer is armed for when it is. */
@@ -420,12 +478,9 @@ void supervise_ensure_min(struct pool *pool)
 	int live = supervise_live_count(pool);
 
 	while (live < pool_min(pool) && spawn_allowed(pool)) {
-		const char *why = pool->gen_ready	 ? "respawn"
-				  : pool->generation > 1 ? "reload"
-							 : "start";
-
-		if (supervise_spawn(pool, why))
-			return;
+		spawn_request(pool, pool->gen_ready	   ? SPAWN_RESPAWN
+				    : pool->generation > 1 ? SPAWN_RELOAD
+							   : SPAWN_START);
 		live++;
 	}
 }
@@ -452,13 +507,12 @@ void supervise_grow(struct pool *pool, int waiting)
 		/* workers.min 0: the first call starts the first worker. */
 		if (live == 0 && pool->rules->python.workers_max > 0 &&
 		    spawn_allowed(pool))
-			supervise_spawn(pool, "grow");
+			spawn_request(pool, SPAWN_GROW);
 		return;
 	}
 	while (waiting > starting && starting < pool->grow_at_once &&
 	       live < pool->rules->python.workers_max && spawn_allowed(pool)) {
-		if (supervise_spawn(pool, "grow"))
-			return;
+		spawn_request(pool, SPAWN_GROW);
 		starting++;
 		live++;
 	}
