@@ -205,6 +205,9 @@ struct pool *pool_start(struct event_base *base,
 	pool_enter(pool, NULL, false);
 	supervise_ensure_min(pool);
 	pool_leave(pool);
+	/* The first workers exist when this returns, as a caller counting
+	 * its children expects. */
+	supervise_start_wanted(pool);
 	return pool;
 
 fail_pool:

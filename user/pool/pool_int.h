@@ -259,6 +259,7 @@ void supervise_timer_arm(struct pool_worker *w);
 void supervise_sigchld_cb(int fd, short what, void *arg);
 void supervise_tick_cb(int fd, short what, void *arg);
 void supervise_spawn_cb(int fd, short what, void *arg);
+void supervise_start_wanted(struct pool *pool);
 void supervise_start_cb(int fd, short what, void *arg);
 void supervise_reap_all(struct pool *pool);
 int supervise_live_count(const struct pool *pool);

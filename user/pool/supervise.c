@@ -405,18 +405,14 @@ static void spawn_register(struct pool *pool, struct pool_worker *w,
 	supervise_timer_arm(w);
 }
 
-/* The requested workers (spawn_request), one at a time. The process is
- * created without the lock: posix_spawn() holds this thread until the
- * child has run exec, which takes milliseconds when the CPUs are busy. A
- * request stays counted until its worker is registered, so no thread asks
- * for it twice. A failed start drops the rest: the backoff decides when
- * supervise_ensure_min() asks again. */
-void supervise_start_cb(int fd, short what, void *arg)
+/* Start the requested workers (spawn_request), one at a time, on the main
+ * thread. Each process is created without the lock: posix_spawn() holds
+ * this thread until the child has run exec, which takes milliseconds when
+ * the CPUs are busy. A request stays counted until its worker is
+ * registered, so no thread asks for it twice. A failed start drops the
+ * rest: the backoff decides when supervise_ensure_min() asks again. */
+void supervise_start_wanted(struct pool *pool)
 {
-	struct pool *pool = arg;
-
-	(void)fd;
-	(void)what;
 	pool_enter(pool, NULL, false);
 	while (!pool->stopping && start_wanted_count(pool)) {
 		enum spawn_reason why = SPAWN_START;
@@ -453,6 +449,13 @@ void supervise_start_cb(int fd, short what, void *arg)
 	}
 	dispatch_run(pool);
 	pool_leave(pool);
+}
+
+void supervise_start_cb(int fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	supervise_start_wanted(arg);
 }
 
 /* Spawning is allowed now, or the spawn timer is armed for when it is. */
