@@ -260,7 +260,7 @@ test-sanitize:
 
 # The pool's lock and lanes, and the front threads around them, under
 # ThreadSanitizer: the hooked-request suites against a TSan build of sluiced
-# (with the normal sluice-worker: its C side has one thread). A report
+# (with the sluice-worker of this build: its C side has one thread). A report
 # stops sluiced, which fails the test that was running.
 TSAN_TESTS := tests/integration/test_pool_failures.py \
 	tests/integration/test_pool_lifecycle.py \
@@ -269,7 +269,7 @@ test-tsan: all
 	$(Q)$(MAKE) --no-print-directory BUILD=build/tsan \
 		SAN_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
 		build/tsan/sluiced
-	$(Q)ln -sfn ../sluice-worker build/tsan/sluice-worker
+	$(Q)ln -sfn $(abspath $(BUILD))/sluice-worker build/tsan/sluice-worker
 	$(Q)TSAN_OPTIONS=halt_on_error=1 SLUICE_BUILD=build/tsan \
 		SLUICE_SANITIZE=1 $(PYTEST) $(TSAN_TESTS)
 
