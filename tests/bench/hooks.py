@@ -12,6 +12,7 @@ The hooks are tests/bench/hooks/benchhooks.py."""
 import os
 import threading
 import time
+from collections import Counter
 
 import load
 import procs
@@ -197,10 +198,7 @@ def blocking(ctx, one):
             per_round = [r[2]["p99_us"] / max(i, 1)
                          for r, i in zip(rs, idle_p99)]
         ratios[name] = median(per_round)
-        statuses = {}
-        for _, st, _ in rs:
-            for k, v in st.items():
-                statuses[k] = statuses.get(k, 0) + v
+        statuses = sum((Counter(st) for _, st, _ in rs), Counter())
         secs = [r[0] for r in rs if r[0] is not None]
         rows.append([name, str(len(rs)),
                      fmt(median(secs), 1) if secs else "-",

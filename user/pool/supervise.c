@@ -405,6 +405,30 @@ static void spawn_register(struct pool *pool, struct pool_worker *w,
 	supervise_timer_arm(w);
 }
 
+/* A worker process and its W, not in the pool yet (so no lock is needed).
+ * Returns 0 or -errno. */
+static int spawn_process(struct pool *pool, struct pool_worker **wp)
+{
+	struct pool_worker *w = calloc(1, sizeof(*w));
+	int err;
+
+	*wp = NULL;
+	if (!w)
+		return -ENOMEM;
+	w->pool = pool;
+	w->fd = -1;
+	w->started_ms = now_ms();
+	err = worker_process_start(pool->worker_path, pool->hooks_dir, &w->pid,
+				   &w->fd);
+	if (err) {
+		supervise_free(w);
+		return err;
+	}
+	fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+	*wp = w;
+	return 0;
+}
+
 /* Start the requested workers (spawn_request), one at a time, on the main
  * thread. Each process is created without the lock: posix_spawn() holds
  * this thread until the child has run exec, which takes milliseconds when
@@ -417,23 +441,12 @@ void supervise_start_wanted(struct pool *pool)
 	while (!pool->stopping && start_wanted_count(pool)) {
 		enum spawn_reason why = SPAWN_START;
 		struct pool_worker *w;
-		int err = -ENOMEM;
+		int err;
 
 		while (!pool->start_wanted[why])
 			why++;
 		pool_leave(pool);
-		w = calloc(1, sizeof(*w));
-		if (w) {
-			w->pool = pool;
-			w->fd = -1;
-			w->started_ms = now_ms();
-			err = worker_process_start(pool->worker_path,
-						   pool->hooks_dir, &w->pid,
-						   &w->fd);
-		}
-		if (!err)
-			fcntl(w->fd, F_SETFL,
-			      fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+		err = spawn_process(pool, &w);
 		pool_enter(pool, NULL, false);
 		pool->start_wanted[why]--;
 		if (!err) {
@@ -442,8 +455,6 @@ void supervise_start_wanted(struct pool *pool)
 		}
 		log_error("worker spawn failed path=%s: %s", pool->worker_path,
 			  strerror(-err));
-		if (w)
-			supervise_free(w);
 		memset(pool->start_wanted, 0, sizeof(pool->start_wanted));
 		note_death(pool);
 	}
