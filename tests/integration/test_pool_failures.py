@@ -115,9 +115,14 @@ def test_check_mode_imports_hooks_and_reports_errors(upstream, tmp_path):
     ko = subprocess.run([sluiced, "-t", "-c", str(tmp_path / "bad.yaml")],
                         capture_output=True, text=True, timeout=60)
     assert ko.returncode == 1
-    assert "bad.yaml: api broken: " in ko.stderr
-    assert "nosuch" in ko.stderr
-    assert "api fine" not in ko.stderr
+    # At the broken API's entry (JSON is YAML: all on line 1), once, with
+    # the traceback's last line.
+    col = (tmp_path / "bad.yaml").read_text().index('{"name": "broken"') + 1
+    assert (f"bad.yaml:1:{col}: API broken: cannot load hook pt.nosuch\n"
+            in ko.stderr), ko.stderr
+    assert ko.stderr.count("cannot load hook") == 1, ko.stderr
+    assert "AttributeError: module pt " in ko.stderr
+    assert "API fine" not in ko.stderr
 
 
 def test_full_queue_and_long_wait_answer_503(gateway, upstream, tmp_path):

@@ -12,8 +12,8 @@
  * allowed.
  *
  * sluiced -> worker
- *   {"t":"init", "path":[str], "concurrency":int, "log_level":str,
- *    "apis":[{"name":str, "org_id":str, "pre":[str], "auth_check":str|nil,
+ *   {"t":"init", "check":bool, "path":[str], "concurrency":int,
+ *    "log_level":str, "apis":[{"name":str, "org_id":str, "pre":[str], "auth_check":str|nil,
  *             "post_key_auth":[str], "post":[str], "response":[str],
  *             "config_data":str, "bundle_dir":str|nil,
  *             "bundle_modules":[str]}]}
@@ -21,7 +21,9 @@
  *       answers "ready". "bundle_dir" (absolute) is set for a Tyk plugin
  *       bundle: the worker puts it on sys.path for that API, imports
  *       "bundle_modules", and the hook names are bare function names looked
- *       up in those modules. Paths in "path" are absolute.
+ *       up in those modules. Paths in "path" are absolute. With "check"
+ *       (`sluiced -t`) import errors are only reported in "ready", not
+ *       logged as well.
  *   {"t":"call", "id":uint, "c":CALL}
  *     CALL = {"api":str, "phase":"request"|"response",
  *             "req":{"method":str, "path":str, "headers":[[str,str]],

@@ -1495,6 +1495,7 @@ static int parse_api(struct parser *p, yaml_node_t *node, struct rules_api *api)
 	if (node->type != YAML_MAPPING_NODE)
 		return fail(p, node, "apis: each entry must be a mapping");
 	api->line = (int)node->start_mark.line + 1;
+	api->col = (int)node->start_mark.column + 1;
 	err = parse_mapping(p, node, api_keys, "an apis entry", api, &seen);
 	if (err)
 		return err;

@@ -86,7 +86,7 @@ struct rules_api {
 	struct rules_addr *listen; /* own listeners; API reachable only there */
 	size_t listen_count;
 	struct rules_middleware *middleware; /* NULL: a plain API */
-	int line;			     /* where the entry starts */
+	int line, col;			     /* where the entry starts */
 	/* Plain, `hosts:` set, listen_path "/", and no other API on its
 	 * listeners lists one of its hosts: the Host alone picks it. */
 	bool host_only;

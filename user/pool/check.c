@@ -24,7 +24,7 @@ static int check_send_init(int fd, const struct rules *rules)
 	struct iovec iov;
 	int err;
 
-	err = wire_encode_init(rules, &sb);
+	err = wire_encode_init(rules, true, &sb);
 	if (err)
 		return err;
 	iov.iov_base = sb.data;
@@ -42,7 +42,8 @@ static int check_send_init(int fd, const struct rules *rules)
 	return err;
 }
 
-/* Print each import error; returns how many there were. */
+/* Print each import error at its API's entry ("FILE:LINE:COL: API name:
+ * cannot load ..." and the traceback); returns how many there were. */
 static int check_report(const struct rules *rules, const msgpack_object *msg)
 {
 	const msgpack_object *errs = msg_get(msg, "errors");
@@ -53,9 +54,12 @@ static int check_report(const struct rules *rules, const msgpack_object *msg)
 	for (uint32_t i = 0; i < errs->via.map.size; i++) {
 		char *name = wire_strdup(&errs->via.map.ptr[i].key);
 		char *tb = wire_strdup(&errs->via.map.ptr[i].val);
+		const struct rules_api *api =
+		    name ? rules_find_api(rules, name) : NULL;
 
-		fprintf(stderr, "%s: api %s: %s%s", rules->file,
-			name ? name : "?", tb ? tb : "import failed",
+		fprintf(stderr, "%s:%d:%d: %s%s", rules->file,
+			api ? api->line : 1, api ? api->col : 1,
+			tb ? tb : "import failed",
 			tb && tb[0] && tb[strlen(tb) - 1] == '\n' ? "" : "\n");
 		free(name);
 		free(tb);

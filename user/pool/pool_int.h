@@ -270,7 +270,8 @@ int worker_process_start(const char *worker_path, const char *hooks_dir,
 int worker_send(struct pool_worker *w, const struct iovec *iov, int iovcnt);
 
 /* wire.c */
-int wire_encode_init(const struct rules *rules, msgpack_sbuffer *sb);
+int wire_encode_init(const struct rules *rules, bool check,
+		     msgpack_sbuffer *sb);
 size_t wire_encode_call_head(char *buf, size_t cap, uint64_t id);
 int wire_encode_kv(msgpack_sbuffer *sb, uint64_t id, const void *value,
 		   size_t len);

@@ -321,7 +321,7 @@ static int worker_send_init(struct pool_worker *w)
 	struct iovec iov;
 	int err;
 
-	err = wire_encode_init(w->rules, &sb);
+	err = wire_encode_init(w->rules, false, &sb);
 	if (err)
 		return err;
 	iov.iov_base = sb.data;
