@@ -248,6 +248,12 @@ $(BUILD)/tests/pool_driver: tests/pool/pool_driver.c $(call obj,$(COMMON_SRC) $(
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
+# The bench's floor under a hook visit: a bare round trip to another process.
+$(BUILD)/tests/round_trip: tests/bench/round_trip.c
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
 # The same integration suite against an ASan/UBSan build. A report fails the
 # run: halt_on_error plus the sanitizer exit code.
 test-sanitize:
@@ -274,7 +280,7 @@ test-tsan: all
 		SLUICE_SANITIZE=1 $(PYTEST) $(TSAN_TESTS)
 
 lint:
-	$(Q)clang-format --dry-run --Werror $$(git ls-files 'user/*.[ch]' 'bpf/*.[ch]' 'tests/unit/*.c' 2>/dev/null)
+	$(Q)clang-format --dry-run --Werror $$(git ls-files 'user/*.[ch]' 'bpf/*.[ch]' 'tests/unit/*.c' 'tests/bench/*.c' 2>/dev/null)
 	$(Q)cppcheck -q --error-exitcode=1 --enable=warning,portability \
 		--inline-suppr --suppress=missingIncludeSystem \
 		--suppress=unknownMacro:bpf/*.bpf.c -Iuser user bpf
@@ -284,7 +290,7 @@ lint:
 # `make bench BENCH_ARGS=--quick` (or --only plain|hooks|splice, --rounds N,
 # --duration S): see docs/bench.md.
 bench: deps
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/round_trip
 	$(Q)SLUICE_BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
 
 # ---- install ---------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Python middleware (issue 3): what a hook visit costs, how CPU-bound hooks
-scale over workers, what a blocking hook does to everything else, how many
+"""Python middleware (issue 3): what a hook visit costs and the floor under
+it (a bare round trip to another process), how CPU-bound hooks scale over
+workers, what a blocking hook does to everything else, how many
 async hooks a worker holds, and how big an idle worker is.
 
 The sluiced instances share rules/hooks.yaml and differ in pool size:
@@ -9,7 +10,9 @@ The sluiced instances share rules/hooks.yaml and differ in pool size:
   two      workers 2..2
 The hooks are tests/bench/hooks/benchhooks.py."""
 
+import json
 import os
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -109,6 +112,31 @@ def noop_cost(ctx, target):
     report.note(f"targets: no-op ratio {ratio:.2f} (>= 0.7: {v_ratio}), "
                 f"added CPU {added_cpu:.1f} µs/req (<= 12: {v_cpu}), "
                 f"added p50 {added_p50:.0f} µs (<= 40: {v_p50})\n")
+
+
+def process_round_trip(ctx):
+    """The floor under a hook visit: a bare message to another process and
+    back (tests/bench/round_trip.c), placed by the scheduler and with both
+    processes on one CPU."""
+    exe = os.path.join(os.path.dirname(ctx.sluiced), "tests", "round_trip")
+    if not os.access(exe, os.X_OK):
+        report.skipped(f"{exe} is not built (make bench builds it)")
+        return
+    count = "20000" if ctx.quick else "100000"
+    rows = []
+    for label, pin in (("scheduler's choice", []), ("both on CPU 0", ["0"])):
+        r = json.loads(subprocess.run([exe, count] + pin, check=True,
+                                      capture_output=True, text=True,
+                                      timeout=120).stdout)
+        rows.append([label, fmt(r["wall_us"], 1), fmt(r["caller_cpu_us"], 1),
+                     fmt(r["echo_cpu_us"], 1),
+                     fmt(r["caller_cpu_us"] + r["echo_cpu_us"], 1)])
+    report.note("The floor: one message to another process and one back "
+                "over a unix SOCK_SEQPACKET pair, nothing done on either "
+                "side (tests/bench/round_trip.c, one at a time). A hook "
+                "visit is this round trip plus the work on both sides.\n")
+    report.table(["processes", "wall µs", "caller CPU µs", "echo CPU µs",
+                  "CPU µs per round trip"], rows)
 
 
 def cpu_scaling(ctx, one, two):
@@ -272,6 +300,7 @@ def run_noop(ctx):
         noop_cost(ctx, target)
     finally:
         ctx.servers.stop(target)
+    process_round_trip(ctx)
 
 
 def run(ctx):
@@ -292,6 +321,7 @@ def run(ctx):
         time.sleep(1.0)
         rss_rows = [worker_rss(default, "fresh, after start")]
         noop_cost(ctx, default)
+        process_round_trip(ctx)
         one = start(ctx, "one", 1, 1)
         started.append(one)
         two = start(ctx, "two", 2, 2)
