@@ -3,6 +3,7 @@ upstreams that drop idle connections, the client idle timeout, pipelining,
 bounded concurrency, and streaming without buffering whole bodies."""
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -166,6 +167,43 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def test_a_burst_of_connections_waits_in_the_accept_queue(gateway,
+                                                          upstream):
+    # While sluiced cannot accept (stopped here; busy, in life), the kernel
+    # completes new connections into each listening socket's queue. Past
+    # the queue SYNs are dropped and a client waits a 1 s retransmit, so
+    # the queue must be deep (libevent's default would be 128).
+    gw = gateway(rules(upstream))
+    n = 600
+    socks = []
+    gw.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", gw.port))
+            socks.append(s)
+
+        def established():
+            done = 0
+            for s in socks:
+                try:
+                    s.getpeername()
+                    done += 1
+                except OSError:
+                    pass  # still in SYN_SENT: its SYN was dropped
+            return done
+
+        # Well inside the first SYN retransmit (1 s).
+        time.sleep(0.3)
+        assert established() == n
+    finally:
+        gw.send_signal(signal.SIGCONT)
+        for s in socks:
+            s.close()
+    assert gw.get("/echo")[0] == 200
 
 
 def test_download_streams_to_a_slow_client(gateway, upstream):

@@ -23,6 +23,11 @@
 #include "front/sluiced.h"
 #include "front/stream.h"
 
+/* Connections the kernel completes for a listening socket before sluiced
+ * accepts them (capped by net.core.somaxconn). A burst of new clients past
+ * it has SYNs dropped, and each of those clients waits a 1 s retransmit. */
+#define LISTEN_BACKLOG 4096
+
 /* A listening socket for ADDR, shared with the other threads' sockets for
  * the same address through SO_REUSEPORT. */
 static int listen_socket(const struct rules_addr *addr)
@@ -40,7 +45,7 @@ static int listen_socket(const struct rules_addr *addr)
 	if (addr->sa.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&addr->sa, addr->sa_len) < 0 ||
-	    listen(fd, 4096) < 0) {
+	    listen(fd, LISTEN_BACKLOG) < 0) {
 		err = -errno;
 		close(fd);
 		return err;
@@ -290,9 +295,11 @@ int front_threads_run(struct sluiced *d)
 		for (size_t k = 0; k < t->listener_count; k++) {
 			struct front_listener *l = &t->listeners[k];
 
-			l->ev = evconnlistener_new(t->base, accept_cb, l,
-						   LEV_OPT_CLOSE_ON_FREE, -1,
-						   l->fd);
+			/* Backlog 0: the socket listens already. -1 would
+			 * make libevent listen() again with 128. */
+			l->ev =
+			    evconnlistener_new(t->base, accept_cb, l,
+					       LEV_OPT_CLOSE_ON_FREE, 0, l->fd);
 			if (!l->ev)
 				return -ENOMEM;
 			evconnlistener_set_error_cb(l->ev, accept_error_cb);
