@@ -232,6 +232,12 @@ class Visit:
         resp = call.get("resp") if call.get("phase") == "response" else None
         self.response = None if resp is None else Response(resp)
         self.reply = None
+        carried = call.get("sess") if resp is not None else None
+        if carried:
+            # What the request chain left in the session and metadata.
+            for name, value in (carried.get("s") or {}).items():
+                setattr(self.session, name, value)
+            self.metadata = carried.get("m") or {}
 
     def args(self, arity):
         if arity == 3:
@@ -315,7 +321,20 @@ class Visit:
             changes = self.request._changes()
             if changes:
                 res["req"] = changes
+            if self.api.response_chain:
+                carried = self._carried()
+                if carried:
+                    res["sess"] = carried
         return res
+
+    def _carried(self):
+        """The session and metadata as the request chain left them, for
+        sluiced to hand to the response hooks; None when both are empty."""
+        fields = {k: v for k, v in vars(self.session).items()
+                  if k != "metadata" or v}
+        if not fields and not self.metadata:
+            return None
+        return {"s": fields, "m": self.metadata}
 
 
 class LogStream(io.TextIOBase):
@@ -596,7 +615,15 @@ class Worker:
     def send_result(self, res):
         try:
             self.send(res)
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError) as e:
+            if "sess" in res:
+                # A session value only the response hooks would have
+                # seen: they get an empty session; the request goes on.
+                del res["sess"]
+                self.log("warn", f"session not passed to the response "
+                         f"hooks: {e}")
+                self.send_result(res)
+                return
             # A value a hook set that cannot travel: report it as the
             # hook's failure rather than leave the call unanswered.
             self.send(self.failure(res["id"]))

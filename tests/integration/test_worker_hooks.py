@@ -176,6 +176,16 @@ def replace(request, response, session, metadata, spec):
 def sees_request(request, response, session, metadata, spec):
     response.headers["X-Path"] = request.object.url
     return response
+
+def sees_session(request, response, session, metadata, spec):
+    response.headers["X-Session"] = f"{session.metadata} {session.rate}"
+    response.headers["X-Metadata"] = str(metadata)
+    return response
+
+def auth(request, session, metadata, spec):
+    metadata["token"] = "k"
+    session.rate = 5
+    return request, session, metadata
 """
 
 UPSTREAM = {"status": 200, "headers": [["Server", "up"], ["Content-Type",
@@ -200,6 +210,23 @@ def test_response_hooks_report_what_changed(worker, hook, changes):
     assert res["ok"], res.get("error")
     assert res.get("resp") == changes
     assert "req" not in res and "reply" not in res
+
+
+def test_session_is_passed_on_only_for_response_hooks(worker):
+    w = worker([api("with", auth_check="resp.auth",
+                    response=["resp.sees_session"]),
+                api("without", auth_check="resp.auth")],
+               modules={"resp": RESPONSE})
+    assert "sess" not in w.call("without")
+    sess = w.call("with")["sess"]
+    assert sess == {"s": {"metadata": {"token": "k"}, "rate": 5},
+                    "m": {"token": "k"}}
+    res = w.call("with", phase="response", resp=UPSTREAM, sess=sess)
+    assert dict(res["resp"]["headers"])["X-Session"] == "{'token': 'k'} 5"
+    assert dict(res["resp"]["headers"])["X-Metadata"] == "{'token': 'k'}"
+    # Without one, the response hooks start from an empty session.
+    res = w.call("with", phase="response", resp=UPSTREAM)
+    assert dict(res["resp"]["headers"])["X-Session"] == "{} 0.0"
 
 
 REPLY = """

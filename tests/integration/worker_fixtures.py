@@ -122,18 +122,21 @@ class Worker:
         assert ready and ready["t"] == "ready", ready
         return ready
 
-    def submit(self, api_name, request=None, phase="request", resp=None):
+    def submit(self, api_name, request=None, phase="request", resp=None,
+               sess=None):
         """Send a call without waiting; returns its id."""
         self.next_id += 1
         c = {"api": api_name, "phase": phase, "req": request or req()}
         if resp is not None:
             c["resp"] = resp
+        if sess is not None:
+            c["sess"] = sess
         self.send({"t": "call", "id": self.next_id, "c": c})
         return self.next_id
 
     def call(self, api_name, request=None, phase="request", resp=None,
-             timeout=5.0):
-        cid = self.submit(api_name, request, phase, resp)
+             timeout=5.0, sess=None):
+        cid = self.submit(api_name, request, phase, resp, sess)
         res = self.recv(timeout)
         assert res is not None and res["t"] == "result", res
         assert res["id"] == cid

@@ -29,10 +29,12 @@
  *             "req":{"method":str, "path":str, "headers":[[str,str]],
  *                    "body":bin, "scheme":str, "remote_addr":str,
  *                    "listen_path":str},
- *             "resp":{"status":int, "headers":[[str,str]], "body":bin}}
+ *             "resp":{"status":int, "headers":[[str,str]], "body":bin},
+ *             "sess":SESS}
  *       CALL is encoded by the front; the pool wraps it with "t" and "id".
  *       One visit: the whole request chain (pre, auth_check, post_key_auth,
- *       post), or the response chain. "resp" only in the response phase.
+ *       post), or the response chain. "resp" only in the response phase;
+ *       "sess" only there too, as the request visit's result gave it.
  *       "path" is the path and query the upstream would see (after
  *       strip_listen_path).
  *   {"t":"kv", "id":uint, "value":bin|nil}
@@ -57,7 +59,12 @@
  *    "reply":{"status":int, "headers":[[str,str]], "body":bin} | nil,
  *    "req":{"method":str?, "path":str?, "headers":[[str,str]]?, "body":bin?}
  *          | nil,
- *    "resp":{"status":int?, "headers":[[str,str]]?, "body":bin?} | nil}
+ *    "resp":{"status":int?, "headers":[[str,str]]?, "body":bin?} | nil,
+ *    "sess":SESS | nil}
+ *       SESS = {"s":{field: value}, "m":{...}}: the session's fields and the
+ *       metadata as the request chain left them. Only for APIs with
+ *       response hooks, only when not empty; the front keeps it as it came
+ *       and hands it back in the response call.
  *       ok=false: the hook raised; "error" is the traceback, the front
  *       applies on_error. "reply": answer the client now with this (request
  *       phase: the upstream is never contacted). Otherwise "req" (request

@@ -138,6 +138,7 @@ void conn_free(struct conn *c)
 		event_free(c->timer);
 	if (c->body)
 		evbuffer_free(c->body);
+	free(c->hook_session);
 	http_head_free(&c->req);
 	http_head_free(&c->resp);
 	LIST_REMOVE(c, link);
@@ -194,6 +195,9 @@ static void conn_reset_exchange(struct conn *c)
 	c->resp_done = false;
 	c->bytes_in = c->bytes_out = 0;
 	c->response_hooks = false;
+	free(c->hook_session);
+	c->hook_session = NULL;
+	c->hook_session_len = 0;
 	c->splice_left = c->splice_len = 0;
 	c->splice_up = false;
 	if (c->body)

@@ -111,6 +111,10 @@ struct conn {
 	struct pool_call *call; /* pending; conn_free waits for it */
 	bool dead;		/* client gone while a call is pending */
 	bool response_hooks;	/* buffer the response for a 2nd visit */
+	/* The session the request chain left, msgpack-encoded, for the
+	 * response visit; NULL when there is none. */
+	char *hook_session;
+	size_t hook_session_len;
 
 	/* Large bodies by splice(2) (bodysplice.c). */
 	uint64_t splice_left; /* body bytes not yet moved */

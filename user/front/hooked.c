@@ -125,7 +125,9 @@ static void hooked_submit(struct conn *c, enum pool_phase phase)
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, phase == POOL_PHASE_RESPONSE ? 4 : 3);
+	bool sess = phase == POOL_PHASE_RESPONSE && c->hook_session;
+
+	msgpack_pack_map(&pk, 3 + (phase == POOL_PHASE_RESPONSE) + sess);
 	pack_cstr(&pk, "api");
 	pack_cstr(&pk, c->api->name);
 	pack_cstr(&pk, "phase");
@@ -141,6 +143,12 @@ static void hooked_submit(struct conn *c, enum pool_phase phase)
 		pack_headers(&pk, &c->resp);
 		pack_cstr(&pk, "body");
 		pack_body(&pk, c->body);
+	}
+	if (sess) {
+		/* Already msgpack: appended as it came. */
+		pack_cstr(&pk, "sess");
+		msgpack_sbuffer_write(&sb, c->hook_session,
+				      c->hook_session_len);
 	}
 
 	snprintf(call->api_name, sizeof(call->api_name), "%s", c->api->name);
@@ -316,6 +324,27 @@ static void forward_unchanged(struct conn *c, enum pool_phase phase)
 	upstream_forward(c, c->req_has_body ? c->body : NULL);
 }
 
+/* Keep the session the request chain passes on ("sess") for the response
+ * visit, as msgpack. Only APIs with response hooks are sent one. */
+static int keep_session(struct conn *c, const msgpack_object *sess)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	if (!c->response_hooks)
+		return 0;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	if (msgpack_pack_object(&pk, *sess) || !sb.data) {
+		msgpack_sbuffer_destroy(&sb);
+		return -1;
+	}
+	free(c->hook_session);
+	c->hook_session = sb.data; /* ours now: freed with the exchange */
+	c->hook_session_len = sb.size;
+	return 0;
+}
+
 /* A result the hooks returned normally. Returns -1 when it is malformed. */
 static int apply_result(struct conn *c, enum pool_phase phase,
 			const char *reply, size_t len)
@@ -335,6 +364,8 @@ static int apply_result(struct conn *c, enum pool_phase phase,
 	}
 	if (phase == POOL_PHASE_REQUEST) {
 		if ((o = msg_get(root, "req")) && apply_request(c, o))
+			goto out;
+		if ((o = msg_get(root, "sess")) && keep_session(c, o))
 			goto out;
 	} else if ((o = msg_get(root, "resp")) && apply_response(c, o)) {
 		goto out;

@@ -1,0 +1,171 @@
+"""What sluiced does with a hook's result, end to end: request edits reach
+the upstream as the hook made them (Content-Length fixed), a reply never
+reaches the upstream, response edits reach the client, and the session
+the request chain left is what the response hooks see.
+
+The worker's side of each result (which changes it reports) is tested in
+test_worker_hooks.py and test_worker_tyk.py; here a real sluiced applies
+them between a real client and the test upstream."""
+
+import json
+import textwrap
+
+import pytest
+
+from pool_helpers import echoed, hooked_rules, wait_pool, write_hooks
+
+FRONT = textwrap.dedent('''
+    import sluice
+
+
+    class Opaque:
+        """A value msgpack cannot carry."""
+
+
+    @sluice.hook
+    def edit(request, session, spec):
+        request.add_header("X-Added", "yes")
+        request.delete_header("X-Remove-Me")
+        request.add_param("added", "1")
+        request.delete_param("drop")
+        request.object.method = "PUT"
+        request.object.body = "a new body, longer than the one sent"
+        return request, session
+
+
+    @sluice.hook
+    def move(request, session, spec):
+        request.object.url = "/echo/moved?x=1"
+        return request, session
+
+
+    @sluice.hook
+    def answer(request, session, spec):
+        return sluice.reply(201, {"made": "here"}, {"X-From": "hook"})
+
+
+    def auth(request, session, metadata, spec):
+        key = request.get_header("Authorization")
+        if key:
+            metadata["token"] = key
+            session.rate = 5
+            session.metadata["user"] = "alice-" + key
+        return request, session, metadata
+
+
+    def opaque(request, session, metadata, spec):
+        metadata["token"] = "t"
+        session.metadata["thing"] = Opaque()
+        return request, session, metadata
+
+
+    def tag(request, response, session, metadata, spec):
+        response.headers["X-User"] = session.metadata.get("user", "-")
+        response.headers["X-Rate"] = str(session.rate)
+        response.headers["X-Token"] = metadata.get("token", "-")
+        return response
+
+
+    def rewrite(request, response, session, metadata, spec):
+        response.status_code = 299
+        response.headers["X-Upstream-Status"] = "200"
+        response.body = "short"
+        return response
+
+
+    def refuse(request, response, session, metadata, spec):
+        raise sluice.reply(451, "not here")
+''')
+
+
+def gateway_with(gateway, upstream, tmp_path, apis):
+    rules = hooked_rules(tmp_path, upstream, apis)
+    rules["python"]["path"] = [write_hooks(tmp_path, "front", FRONT)]
+    gw = gateway(rules)
+    wait_pool(gw)
+    return gw
+
+
+def test_request_edits_reach_the_upstream(gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"e": {"pre": ["front.edit"]}})
+    status, _, body = gw.request("POST", "/e/echo?drop=1&keep=2", body=b"x",
+                                 headers={"X-Remove-Me": "1", "X-Keep": "k"})
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["method"] == "PUT"
+    assert seen["path"] == "/echo?keep=2&added=1"
+    new = b"a new body, longer than the one sent"
+    assert seen["length"] == len(new)
+    headers = echoed(body)
+    assert headers["x-added"] == "yes" and headers["x-keep"] == "k"
+    assert "x-remove-me" not in headers
+    assert headers["content-length"] == str(len(new))
+    assert upstream.requests[-1].body == new
+
+
+def test_new_path_replaces_the_stripped_one(gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"m": {"pre": ["front.move"]}})
+    status, _, body = gw.get("/m/echo/original?y=2")
+    assert status == 200, body
+    assert json.loads(body)["path"] == "/echo/moved?x=1"
+
+
+def test_reply_answers_without_the_upstream(gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"r": {"pre": ["front.answer"]}})
+    before = len(upstream.requests)
+    status, headers, body = gw.request("POST", "/r/echo", body=b"x")
+    assert status == 201
+    assert json.loads(body) == {"made": "here"}
+    assert headers["X-From"] == "hook"
+    assert headers["Content-Type"] == "application/json"
+    assert len(upstream.requests) == before
+
+
+@pytest.mark.parametrize("hook,status,body", [
+    ("rewrite", 299, b"short"),
+    ("refuse", 451, b"not here"),
+])
+def test_response_edits_reach_the_client(gateway, upstream, tmp_path, hook,
+                                         status, body):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"s": {"response": [f"front.{hook}"]}})
+    got_status, headers, got = gw.get("/s/echo")
+    assert (got_status, got) == (status, body)
+    assert headers["Content-Length"] == str(len(body))
+    if hook == "rewrite":
+        assert headers["X-Upstream-Status"] == "200"
+
+
+def test_response_hooks_see_the_session_the_request_chain_left(
+        gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"a": {"auth_check": "front.auth",
+                             "response": ["front.tag"]}})
+    conn = gw.connect()
+    try:
+        status, headers, _ = gw.get("/a/echo", conn=conn,
+                                    headers={"Authorization": "k1"})
+        assert status == 200
+        assert headers["X-User"] == "alice-k1"
+        assert headers["X-Rate"] == "5"
+        assert headers["X-Token"] == "k1"
+        # The next request on the same connection starts from nothing.
+        status, headers, _ = gw.get("/a/echo", conn=conn,
+                                    headers={"Authorization": "k2"})
+        assert headers["X-User"] == "alice-k2"
+    finally:
+        conn.close()
+
+
+def test_a_session_that_cannot_travel_leaves_the_response_hooks_without(
+        gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"o": {"auth_check": "front.opaque",
+                             "response": ["front.tag"]}})
+    status, headers, _ = gw.get("/o/echo")
+    assert status == 200
+    assert headers["X-Token"] == "-"
+    assert "session not passed to the response hooks" in gw.log()
