@@ -116,6 +116,8 @@ static void hooked_done(struct pool_call *call);
 static void hooked_submit(struct conn *c, enum pool_phase phase)
 {
 	struct pool_call *call = calloc(1, sizeof(*call));
+	bool resp = phase == POOL_PHASE_RESPONSE;
+	bool sess = resp && c->hook_session;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 
@@ -125,16 +127,14 @@ static void hooked_submit(struct conn *c, enum pool_phase phase)
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	bool sess = phase == POOL_PHASE_RESPONSE && c->hook_session;
-
-	msgpack_pack_map(&pk, 3 + (phase == POOL_PHASE_RESPONSE) + sess);
+	msgpack_pack_map(&pk, 3 + resp + sess);
 	pack_cstr(&pk, "api");
 	pack_cstr(&pk, c->api->name);
 	pack_cstr(&pk, "phase");
-	pack_cstr(&pk, phase == POOL_PHASE_RESPONSE ? "response" : "request");
+	pack_cstr(&pk, resp ? "response" : "request");
 	pack_cstr(&pk, "req");
-	pack_request(&pk, c, phase == POOL_PHASE_REQUEST ? c->body : NULL);
-	if (phase == POOL_PHASE_RESPONSE) {
+	pack_request(&pk, c, resp ? NULL : c->body);
+	if (resp) {
 		pack_cstr(&pk, "resp");
 		msgpack_pack_map(&pk, 3);
 		pack_cstr(&pk, "status");
