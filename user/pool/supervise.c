@@ -943,6 +943,11 @@ static void worker_read_cb(int fd, short what, void *arg)
 		on_message(w, msg, len);
 		if (w->in.len)
 			wire_in_reset(&w->in);
+		/* With no call left on it, a worker has nothing more to say
+		 * but logs, which wake this callback again: reading on to
+		 * EAGAIN would cost every sync call one more syscall. */
+		if (w->ncalls == 0)
+			break;
 	}
 	dispatch_run(pool);
 out:
