@@ -13,7 +13,8 @@
  *
  * sluiced -> worker
  *   {"t":"init", "check":bool, "path":[str], "concurrency":int,
- *    "log_level":str, "apis":[{"name":str, "org_id":str, "pre":[str], "auth_check":str|nil,
+ *    "log_level":str,
+ *    "apis":[{"name":str, "org_id":str, "pre":[str], "auth_check":str|nil,
  *             "post_key_auth":[str], "post":[str], "response":[str],
  *             "config_data":str, "bundle_dir":str|nil,
  *             "bundle_modules":[str]}]}
