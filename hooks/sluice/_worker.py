@@ -614,16 +614,18 @@ class Worker:
 
     def send_result(self, res):
         try:
-            self.send(res)
-        except (TypeError, ValueError, OverflowError) as e:
-            if "sess" in res:
-                # A session value only the response hooks would have
-                # seen: they get an empty session; the request goes on.
-                del res["sess"]
+            try:
+                self.send(res)
+            except (TypeError, ValueError, OverflowError) as e:
+                if res.pop("sess", None) is None:
+                    raise
+                # Perhaps only a session value cannot travel. If the rest
+                # can, the response hooks get an empty session and the
+                # request goes on.
+                self.send(res)
                 self.log("warn", f"session not passed to the response "
                          f"hooks: {e}")
-                self.send_result(res)
-                return
+        except (TypeError, ValueError, OverflowError):
             # A value a hook set that cannot travel: report it as the
             # hook's failure rather than leave the call unanswered.
             self.send(self.failure(res["id"]))

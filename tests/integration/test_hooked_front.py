@@ -124,19 +124,18 @@ def test_reply_answers_without_the_upstream(gateway, upstream, tmp_path):
     assert len(upstream.requests) == before
 
 
-@pytest.mark.parametrize("hook,status,body", [
-    ("rewrite", 299, b"short"),
-    ("refuse", 451, b"not here"),
+@pytest.mark.parametrize("hook,status,body,header", [
+    ("rewrite", 299, b"short", ("X-Upstream-Status", "200")),
+    ("refuse", 451, b"not here", ("Content-Length", "8")),
 ])
 def test_response_edits_reach_the_client(gateway, upstream, tmp_path, hook,
-                                         status, body):
+                                         status, body, header):
     gw = gateway_with(gateway, upstream, tmp_path,
                       {"s": {"response": [f"front.{hook}"]}})
     got_status, headers, got = gw.get("/s/echo")
     assert (got_status, got) == (status, body)
     assert headers["Content-Length"] == str(len(body))
-    if hook == "rewrite":
-        assert headers["X-Upstream-Status"] == "200"
+    assert headers[header[0]] == header[1]
 
 
 def test_response_hooks_see_the_session_the_request_chain_left(
