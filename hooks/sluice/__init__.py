@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import logging as _logging
 
-from sluice.objects import (Reply, Request, RequestObject, Response,
-                            ReturnOverrides, Session)
+from sluice.objects import (Header, Reply, Request, RequestObject,
+                            Response, ReturnOverrides, Session)
 
-__all__ = ["hook", "reply", "Reply", "Request", "RequestObject", "Response",
-           "ReturnOverrides", "Session", "store_data", "get_data", "log",
-           "current_api"]
+__all__ = ["hook", "reply", "Header", "Reply", "Request", "RequestObject",
+           "Response", "ReturnOverrides", "Session", "store_data", "get_data",
+           "log", "current_api"]
 
 # Annotations stay unevaluated: typing is for type checkers only.
 TYPE_CHECKING = False

@@ -94,6 +94,98 @@ def _header_changes(pairs: Headers, orig: Dict[str, str],
     return out
 
 
+class Header:
+    """One response header with all its values: an entry of
+    `response.multivalue_headers` (Tyk's coprocess Header)."""
+
+    __slots__ = ("key", "values")
+
+    def __init__(self, key: str = "", values: Iterable = ()) -> None:
+        self.key = key
+        self.values: List[str] = _values(values)
+
+    def __repr__(self) -> str:
+        return f"Header({self.key!r}, {self.values!r})"
+
+
+def _values(values: Any) -> List[str]:
+    """A header's values as a new list; one string is one value."""
+    return [values] if isinstance(values, str) else list(values)
+
+
+class HeaderList(list):
+    """`response.multivalue_headers`: a list of Header. `add()` appends one,
+    as on Tyk's protobuf field."""
+
+    def add(self, key: str = "", values: Iterable = ()) -> Header:
+        h = Header(key, values)
+        self.append(h)
+        return h
+
+
+def _grouped(pairs: Iterable) -> Dict[str, List[str]]:
+    """Header pairs -> {canonical name: [values]}, in the order first seen."""
+    out: Dict[str, List[str]] = {}
+    for name, value in pairs:
+        out.setdefault(canonical_header(name), []).append(value)
+    return out
+
+
+def _multivalue_changes(pairs: Headers, orig: Dict[str, str],
+                        current: Dict[str, Any],
+                        multi: Optional[Iterable[Header]]) -> Optional[Headers]:
+    """The new response header list, or None when it is unchanged.
+
+    Tyk's rules for a response: the `headers` dict decides which names stay
+    and, where a hook changed it, the first value; MULTI (the hook's
+    `multivalue_headers`, None if never built) holds every value. A name
+    whose dict entry the hook left alone keeps what MULTI says for it.
+    Unchanged names keep their original spelling, order and pairs."""
+    if multi is None and current == orig:
+        return None
+    before = _grouped(pairs)
+    # canonical name -> [name to write, values]
+    final: Dict[str, list] = {}
+    if multi is None:
+        final = {c: [c, list(v)] for c, v in before.items()}
+    else:
+        for h in multi:
+            c = canonical_header(str(h.key))
+            if c in final:
+                final[c][1].extend(_values(h.values))
+            else:
+                final[c] = [str(h.key), _values(h.values)]
+    cur = {canonical_header(k): (k, v) for k, v in current.items()}
+    for c in orig:
+        if c not in cur:
+            final.pop(c, None)
+    for c, (k, v) in cur.items():
+        if orig.get(c) == v:
+            continue
+        entry = final.get(c)
+        if entry and entry[1]:
+            entry[1][0] = v
+        else:
+            final[c] = [k, [v]]
+    if {c: vals for c, (_, vals) in final.items() if vals} == before:
+        return None
+
+    out: Headers = []
+    done = set()
+    for name, value in pairs:
+        c = canonical_header(name)
+        if c in final and final[c][1] == before[c]:
+            out.append([name, value])
+        elif c not in done:
+            done.add(c)
+            if c in final:
+                out.extend(_header(final[c][0], v) for v in final[c][1])
+    for c, (name, vals) in final.items():
+        if c not in before:
+            out.extend(_header(name, v) for v in vals)
+    return out
+
+
 _BAD_IN_HEADERS = ("\r", "\n", "\0")
 
 
@@ -378,8 +470,24 @@ class Response:
         self.status_code: int = int(resp.get("status") or 200)
         self._orig_headers = _first_values(resp.get("headers") or ())
         self.headers: Dict[str, str] = dict(self._orig_headers)
+        self._multi: Optional[HeaderList] = None
         self._body: Optional[str] = None
         self._raw_body: Optional[bytes] = None
+
+    @property
+    def multivalue_headers(self) -> HeaderList:
+        """Every header with all its values (a Set-Cookie per cookie), built
+        when a hook first asks."""
+        if self._multi is None:
+            self._multi = HeaderList(
+                Header(c, v) for c, v in
+                _grouped(self._resp.get("headers") or ()).items())
+        return self._multi
+
+    @multivalue_headers.setter
+    def multivalue_headers(self, value: Iterable) -> None:
+        self._multi = HeaderList(
+            h if isinstance(h, Header) else Header(*h) for h in value)
 
     raw_body = RequestObject.raw_body
     body = RequestObject.body
@@ -396,8 +504,9 @@ class Response:
         out = {}
         if self.status_code != int(self._resp.get("status") or 200):
             out["status"] = int(self.status_code)
-        headers = _header_changes(self._resp.get("headers") or (),
-                                  self._orig_headers, self.headers)
+        headers = _multivalue_changes(self._resp.get("headers") or (),
+                                      self._orig_headers, self.headers,
+                                      self._multi)
         if headers is not None:
             out["headers"] = headers
         body = self._new_body()

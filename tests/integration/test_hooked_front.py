@@ -1,7 +1,8 @@
 """What sluiced does with a hook's result, end to end: request edits reach
 the upstream as the hook made them (Content-Length fixed), a reply never
-reaches the upstream, response edits reach the client, and the session
-the request chain left is what the response hooks see.
+reaches the upstream, response edits reach the client (every value of a
+repeated header too), and the session the request chain left is what the
+response hooks see.
 
 The worker's side of each result (which changes it reports) is tested in
 test_worker_hooks.py and test_worker_tyk.py; here a real sluiced applies
@@ -75,6 +76,13 @@ FRONT = textwrap.dedent('''
 
     def refuse(request, response, session, metadata, spec):
         raise sluice.reply(451, "not here")
+
+
+    def cookie(request, response, session, metadata, spec):
+        for h in response.multivalue_headers:
+            if h.key == "Set-Cookie":
+                h.values.append("theme=dark")
+        return response
 ''')
 
 
@@ -136,6 +144,18 @@ def test_response_edits_reach_the_client(gateway, upstream, tmp_path, hook,
     assert (got_status, got) == (status, body)
     assert headers["Content-Length"] == str(len(body))
     assert headers[header[0]] == header[1]
+
+
+def test_every_value_of_a_repeated_response_header_reaches_the_client(
+        gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"c": {"response": ["front.cookie"]}})
+    conn = gw.connect()
+    conn.request("GET", "/c/headers?Set-Cookie=a%3D1&Set-Cookie=b%3D2")
+    resp = conn.getresponse()
+    assert resp.read() == b"ok"
+    assert resp.msg.get_all("Set-Cookie") == ["a=1", "b=2", "theme=dark"]
+    conn.close()
 
 
 def test_response_hooks_see_the_session_the_request_chain_left(

@@ -229,6 +229,73 @@ def test_session_is_passed_on_only_for_response_hooks(worker):
     assert dict(res["resp"]["headers"])["X-Session"] == "{} 0.0"
 
 
+MULTIVALUE = """
+def read(request, response, session, metadata, spec):
+    response.headers["X-Seen"] = ";".join(
+        f"{h.key}={'|'.join(h.values)}" for h in response.multivalue_headers)
+    return response
+
+def append(request, response, session, metadata, spec):
+    for h in response.multivalue_headers:
+        if h.key == "Set-Cookie":
+            h.values.append("c=3")
+    return response
+
+def add(request, response, session, metadata, spec):
+    response.multivalue_headers.add(key="X-New", values=["1", "2"])
+    return response
+
+def first_by_dict(request, response, session, metadata, spec):
+    response.headers["Set-Cookie"] = "z=9"
+    return response
+
+def delete_by_dict(request, response, session, metadata, spec):
+    del response.headers["Set-Cookie"]
+    return response
+
+def drop_from_list(request, response, session, metadata, spec):
+    response.multivalue_headers[:] = [
+        h for h in response.multivalue_headers if h.key != "Set-Cookie"]
+    return response
+
+def injected(request, response, session, metadata, spec):
+    response.multivalue_headers.add("X-Bad", ["1\\r\\nX-Injected: 1"])
+    return response
+"""
+
+COOKIES = {"status": 200, "headers": [["Server", "up"], ["set-cookie", "a=1"],
+                                      ["X-Y", "1"], ["Set-Cookie", "b=2"]],
+           "body": b""}
+
+
+@pytest.mark.parametrize("hook,headers", [
+    ("read", COOKIES["headers"] + [["X-Seen",
+                                    "Server=up;Set-Cookie=a=1|b=2;X-Y=1"]]),
+    ("append", [["Server", "up"], ["Set-Cookie", "a=1"],
+                ["Set-Cookie", "b=2"], ["Set-Cookie", "c=3"], ["X-Y", "1"]]),
+    ("add", COOKIES["headers"] + [["X-New", "1"], ["X-New", "2"]]),
+    # As in Tyk: the dict holds the first value; the others stay.
+    ("first_by_dict", [["Server", "up"], ["Set-Cookie", "z=9"],
+                       ["Set-Cookie", "b=2"], ["X-Y", "1"]]),
+    ("delete_by_dict", [["Server", "up"], ["X-Y", "1"]]),
+    ("drop_from_list", [["Server", "up"], ["X-Y", "1"]]),
+])
+def test_multivalue_headers_hold_every_value(worker, hook, headers):
+    w = worker([api("a", response=[f"mv.{hook}"])],
+               modules={"mv": MULTIVALUE})
+    res = w.call("a", phase="response", resp=COOKIES)
+    assert res["ok"], res.get("error")
+    assert res["resp"]["headers"] == headers
+
+
+def test_a_multivalue_header_that_would_split_the_response_fails(worker):
+    w = worker([api("a", response=["mv.injected"])],
+               modules={"mv": MULTIVALUE})
+    res = w.call("a", phase="response", resp=COOKIES)
+    assert res["ok"] is False
+    assert "contains CR" in res["error"]
+
+
 REPLY = """
 import sluice
 
