@@ -202,12 +202,13 @@ test: deps
 	@echo "test: all suites passed"
 
 test-unit: $(BUILD)/tests/unit_rules $(BUILD)/tests/unit_route \
-	$(BUILD)/tests/unit_kv
+	$(BUILD)/tests/unit_kv $(BUILD)/tests/unit_limit
 	$(Q)for t in $^; do echo "  UNIT    $$t"; $$t || exit 1; done
 
 # Unit tests link only what they exercise, so a room that is half-way
 # through a change does not break another room's tests. Add objects here.
-UNIT_OBJ := $(call obj,$(COMMON_SRC) user/front/route.c $(POOL_SRC)) \
+UNIT_OBJ := $(call obj,$(COMMON_SRC) user/front/route.c user/front/limit.c \
+	$(POOL_SRC)) \
 	$(LLHTTP_OBJ)
 
 $(BUILD)/tests/unit_%: tests/unit/test_%.c $(UNIT_OBJ)
@@ -270,7 +271,8 @@ test-sanitize:
 # stops sluiced, which fails the test that was running.
 TSAN_TESTS := tests/integration/test_pool_failures.py \
 	tests/integration/test_pool_lifecycle.py \
-	tests/integration/test_worker_hooks.py
+	tests/integration/test_worker_hooks.py \
+	tests/integration/test_hooked_front.py
 test-tsan: all
 	$(Q)$(MAKE) --no-print-directory BUILD=build/tsan \
 		SAN_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 import types
 from collections import deque
@@ -49,6 +50,8 @@ _CALL_FORMS = {
 }
 
 _AUTH_DENIED = {"error": "Key not authorised"}
+_KEY_INACTIVE = {"error": "Key is inactive, please renew"}
+_KEY_EXPIRED = {"error": "Key has expired, please renew"}
 
 # Where in sys.path bundle directories go: after the hooks directory and
 # python.path (set at init).
@@ -180,7 +183,8 @@ class Api:
                      "config_data": entry.get("config_data") or "{}"}
         r = Resolver(entry)
         req = [_load_hook(r, n, "request") for n in entry.get("pre") or ()]
-        if entry.get("auth_check"):
+        self.has_auth = bool(entry.get("auth_check"))
+        if self.has_auth:
             req.append(_load_hook(r, entry["auth_check"], "request",
                                   ROLE_AUTH))
         for key in ("post_key_auth", "post"):
@@ -262,9 +266,14 @@ class Visit:
                 return True
         if hook.role == ROLE_AUTH:
             self.session.metadata.update(self.metadata)
+            # Tyk's checks of the key that auth_check found.
             if not self.metadata.get("token"):
                 self.reply = Reply(403, _AUTH_DENIED)
-                return True
+            elif self.session.is_inactive:
+                self.reply = Reply(403, _KEY_INACTIVE)
+            elif 0 < self.session.expires < time.time():
+                self.reply = Reply(401, _KEY_EXPIRED)
+            return self.reply is not None
         return False
 
     def _adopt(self, hook, r):
@@ -325,7 +334,24 @@ class Visit:
                 carried = self._carried()
                 if carried:
                     res["sess"] = carried
+            if self.api.has_auth:
+                limits = self._limits()
+                if limits:
+                    res["lim"] = limits
         return res
+
+    def _limits(self):
+        """The rate limit and quota auth_check set on the session, for
+        sluiced to count the request against (it keeps the counters of
+        every key); None when neither is set."""
+        s = self.session
+        rate, per, quota = float(s.rate), float(s.per), int(s.quota_max)
+        token = self.metadata.get("token")
+        if not token or (not (rate > 0 and per > 0) and quota <= 0):
+            return None
+        return {"key": str(token), "rate": rate, "per": per,
+                "quota_max": quota,
+                "quota_period": int(s.quota_renewal_rate)}
 
     def _carried(self):
         """The session and metadata as the request chain left them, for

@@ -418,8 +418,11 @@ class Request:
 
 
 class Session:
-    """Tyk's SessionState. sluice enforces none of these limits; hooks may
-    read and set them, and metadata carries what auth_check found."""
+    """Tyk's SessionState. As Tyk does, sluice applies what auth_check
+    leaves in it: `is_inactive` and `expires` (a Unix time; 0 never), and
+    `rate` per `per` seconds and `quota_max` per `quota_renewal_rate`
+    seconds for the key in metadata["token"]. The other fields are carried
+    for hooks to read and set; metadata carries what auth_check found."""
 
     last_check = 0
     allowance = 0.0

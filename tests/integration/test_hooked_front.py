@@ -1,8 +1,9 @@
 """What sluiced does with a hook's result, end to end: request edits reach
 the upstream as the hook made them (Content-Length fixed), a reply never
 reaches the upstream, response edits reach the client (every value of a
-repeated header too), and the session the request chain left is what the
-response hooks see.
+repeated header too), the session the request chain left is what the
+response hooks see, and the rate limits and quotas auth_check sets are
+counted per key.
 
 The worker's side of each result (which changes it reports) is tested in
 test_worker_hooks.py and test_worker_tyk.py; here a real sluiced applies
@@ -10,6 +11,7 @@ them between a real client and the test upstream."""
 
 import json
 import textwrap
+import time
 
 import pytest
 
@@ -51,6 +53,18 @@ FRONT = textwrap.dedent('''
             metadata["token"] = key
             session.rate = 5
             session.metadata["user"] = "alice-" + key
+        return request, session, metadata
+
+
+    def limited(request, session, metadata, spec):
+        metadata["token"] = request.get_header("Authorization")
+        plan = request.get_header("X-Plan")
+        if plan == "two-a-minute":
+            session.rate, session.per = 2, 60
+        elif plan == "one-a-second":
+            session.rate, session.per = 1, 1
+        elif plan == "quota":
+            session.quota_max = 2
         return request, session, metadata
 
 
@@ -130,6 +144,44 @@ def test_reply_answers_without_the_upstream(gateway, upstream, tmp_path):
     assert headers["X-From"] == "hook"
     assert headers["Content-Type"] == "application/json"
     assert len(upstream.requests) == before
+
+
+def limited_calls(gw, key, plan, n):
+    out = []
+    for _ in range(n):
+        status, _, body = gw.get("/l/echo", headers={"Authorization": key,
+                                                     "X-Plan": plan})
+        out.append((status, json.loads(body).get("error")))
+    return out
+
+
+def test_rate_set_by_auth_check_is_counted_per_key(gateway, upstream,
+                                                   tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"l": {"auth_check": "front.limited"}})
+    before = len(upstream.requests)
+    assert limited_calls(gw, "a", "two-a-minute", 4) == [
+        (200, None), (200, None), (429, "Rate limit exceeded"),
+        (429, "Rate limit exceeded")]
+    assert limited_calls(gw, "b", "two-a-minute", 1) == [(200, None)]
+    assert len(upstream.requests) == before + 3
+
+
+def test_a_limited_key_passes_again_once_its_rate_allows(gateway, upstream,
+                                                        tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"l": {"auth_check": "front.limited"}})
+    assert [s for s, _ in limited_calls(gw, "a", "one-a-second", 2)] == [
+        200, 429]
+    time.sleep(1.5)
+    assert limited_calls(gw, "a", "one-a-second", 1) == [(200, None)]
+
+
+def test_a_spent_quota_answers_403(gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"l": {"auth_check": "front.limited"}})
+    assert limited_calls(gw, "a", "quota", 3) == [
+        (200, None), (200, None), (403, "Quota exceeded")]
 
 
 @pytest.mark.parametrize("hook,status,body,header", [

@@ -66,6 +66,55 @@ def test_three_and_four_parameter_forms_with_metadata_merge(worker):
         ["X-Plan", "gold"], ["X-Token", "good"], ["X-Rate", "10.0"],
         ["X-Post", "1"]]
 
+    # The limits auth_check set travel to sluiced, which counts them.
+    assert res["lim"] == {"key": "good", "rate": 10.0, "per": 1.0,
+                          "quota_max": 1000, "quota_period": 0}
+
+
+KEYS = """
+import time
+
+def auth(request, session, metadata, spec):
+    metadata["token"] = "k"
+    kind = request.get_header("X-Kind")
+    if kind == "inactive":
+        session.is_inactive = True
+    elif kind == "expired":
+        session.expires = int(time.time()) - 10
+    elif kind == "valid":
+        session.expires = int(time.time()) + 3600
+    elif kind == "quota":
+        session.quota_max = 5
+        session.quota_renewal_rate = 60
+    return request, session, metadata
+"""
+
+
+@pytest.mark.parametrize("kind,status,error", [
+    ("inactive", 403, "Key is inactive, please renew"),
+    ("expired", 401, "Key has expired, please renew"),
+    ("valid", None, None),
+    ("none", None, None),
+])
+def test_inactive_and_expired_keys_are_refused_as_tyk_does(worker, kind,
+                                                          status, error):
+    w = worker([api("a", auth_check="keys.auth")], modules={"keys": KEYS})
+    res = w.call("a", req(headers=[["X-Kind", kind]]))
+    assert res["ok"], res.get("error")
+    if status is None:
+        assert "reply" not in res
+        assert "lim" not in res  # no rate or quota set: nothing to count
+    else:
+        assert res["reply"]["status"] == status
+        assert json.loads(res["reply"]["body"]) == {"error": error}
+
+
+def test_a_quota_alone_travels_to_sluiced(worker):
+    w = worker([api("a", auth_check="keys.auth")], modules={"keys": KEYS})
+    res = w.call("a", req(headers=[["X-Kind", "quota"]]))
+    assert res["lim"] == {"key": "k", "rate": 0.0, "per": 0.0,
+                          "quota_max": 5, "quota_period": 60}
+
 
 def test_auth_check_without_token_answers_403(worker):
     w = worker([api("a", auth_check="tykmod.auth",

@@ -38,3 +38,23 @@ bool msg_bytes(const msgpack_object *o, const char **ptr, size_t *len)
 	}
 	return false;
 }
+
+bool msg_number(const msgpack_object *o, double *out)
+{
+	if (!o)
+		return false;
+	switch (o->type) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		*out = (double)o->via.u64;
+		return true;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		*out = (double)o->via.i64;
+		return true;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		*out = o->via.f64;
+		return true;
+	default:
+		return false;
+	}
+}

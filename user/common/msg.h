@@ -61,11 +61,18 @@
  *    "req":{"method":str?, "path":str?, "headers":[[str,str]]?, "body":bin?}
  *          | nil,
  *    "resp":{"status":int?, "headers":[[str,str]]?, "body":bin?} | nil,
- *    "sess":SESS | nil}
+ *    "sess":SESS | nil,
+ *    "lim":{"key":str, "rate":num, "per":num, "quota_max":int,
+ *           "quota_period":int} | nil}
  *       SESS = {"s":{field: value}, "m":{...}}: the session's fields and the
  *       metadata as the request chain left them. Only for APIs with
  *       response hooks, only when not empty; the front keeps it as it came
  *       and hands it back in the response call.
+ *       LIM: the limits auth_check set on the session for the key in
+ *       metadata["token"] (Tyk's rate, per, quota_max and
+ *       quota_renewal_rate), request phase only, only when one is set; the
+ *       front counts the request against them (front/limit.h) before it
+ *       goes on.
  *       ok=false: the hook raised; "error" is the traceback, the front
  *       applies on_error. "reply": answer the client now with this (request
  *       phase: the upstream is never contacted). Otherwise "req" (request
@@ -108,5 +115,7 @@ const msgpack_object *msg_get(const msgpack_object *map, const char *key);
 bool msg_is(const msgpack_object *o, const char *str);
 /* The bytes of a str or bin; false for anything else. */
 bool msg_bytes(const msgpack_object *o, const char **ptr, size_t *len);
+/* An integer or float as a double; false for anything else. */
+bool msg_number(const msgpack_object *o, double *out);
 
 #endif

@@ -13,9 +13,11 @@
 #include <event2/buffer.h>
 #include <msgpack.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/msg.h"
 #include "front/conn.h"
+#include "front/limit.h"
 #include "front/stream.h"
 #include "pool/pool.h"
 
@@ -345,6 +347,39 @@ static int keep_session(struct conn *c, const msgpack_object *sess)
 	return 0;
 }
 
+/* Count the request against the limits auth_check set for its key
+ * ("lim"). Returns 1 when it is refused (and answered), 0 when it may go
+ * on, -1 when LIM is malformed. */
+static int over_limits(struct conn *c, const msgpack_object *lim)
+{
+	struct limit_spec spec = {0};
+	const char *key;
+	size_t key_len;
+	double n;
+
+	if (!msg_bytes(msg_get(lim, "key"), &key, &key_len))
+		return -1;
+	if (msg_number(msg_get(lim, "rate"), &n))
+		spec.rate = n;
+	if (msg_number(msg_get(lim, "per"), &n))
+		spec.per = n;
+	if (msg_number(msg_get(lim, "quota_max"), &n))
+		spec.quota_max = (int64_t)n;
+	if (msg_number(msg_get(lim, "quota_period"), &n))
+		spec.quota_period_s = (int64_t)n;
+	switch (limit_take(c->t->d->limits, c->api->name, key, key_len, &spec,
+			   now_ms())) {
+	case LIMIT_RATE:
+		conn_fail(c, 429, "Rate limit exceeded");
+		return 1;
+	case LIMIT_QUOTA:
+		conn_fail(c, 403, "Quota exceeded");
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 /* A result the hooks returned normally. Returns -1 when it is malformed. */
 static int apply_result(struct conn *c, enum pool_phase phase,
 			const char *reply, size_t len)
@@ -363,6 +398,13 @@ static int apply_result(struct conn *c, enum pool_phase phase,
 		goto out;
 	}
 	if (phase == POOL_PHASE_REQUEST) {
+		int refused =
+		    (o = msg_get(root, "lim")) ? over_limits(c, o) : 0;
+
+		if (refused) {
+			err = refused < 0 ? -1 : 0;
+			goto out;
+		}
 		if ((o = msg_get(root, "req")) && apply_request(c, o))
 			goto out;
 		if ((o = msg_get(root, "sess")) && keep_session(c, o))

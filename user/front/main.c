@@ -25,6 +25,7 @@
 #include "common/privs.h"
 #include "common/rules.h"
 #include "front/admin.h"
+#include "front/limit.h"
 #include "front/relay.h"
 #include "front/sluiced.h"
 #include "version.h"
@@ -408,6 +409,11 @@ int main(int argc, char **argv)
 		goto out;
 	/* The pool exists before the first request can reach it; its
 	 * workers are spawned unprivileged. */
+	d->limits = limits_new(LIMIT_MAX_KEYS);
+	if (!d->limits) {
+		log_error("out of memory for the rate limiter");
+		goto out;
+	}
 	if (d->rules->has_middleware)
 		start_pool(d, d->rules);
 	if (front_threads_run(d)) {
@@ -434,6 +440,7 @@ out:
 	if (d->pool)
 		pool_stop(d->pool);
 	front_threads_free(d);
+	limits_free(d->limits);
 	if (d->admin)
 		admin_stop(d);
 	if (d->bpf)

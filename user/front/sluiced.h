@@ -26,6 +26,7 @@ struct event_base;
 struct evconnlistener;
 struct evhttp;
 struct pool;
+struct limits;
 struct sbpf;
 struct conn;
 struct upconn;
@@ -77,6 +78,7 @@ struct sluiced {
 	int thread_count;
 
 	struct pool *pool;
+	struct limits *limits; /* rate limits and quotas per key (limit.h) */
 	struct sbpf *bpf;
 	enum rules_splice splice; /* resolved: never AUTO */
 	char bpf_reason[512];

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hash.h"
 #include "common/log.h"
 #include "pool/pool_int.h"
 
@@ -38,17 +39,6 @@ struct kv_store {
 	uint64_t refused;
 	int64_t warned_ms;
 };
-
-static uint64_t kv_hash(const char *key, size_t len)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)key[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
 
 static size_t kv_entry_size(size_t klen, size_t vlen)
 {
@@ -159,7 +149,7 @@ static void kv_refuse(struct kv_store *kv, const char *key, size_t klen,
 void kv_set(struct kv_store *kv, const char *key, size_t klen,
 	    const void *value, size_t vlen, int64_t ttl_s)
 {
-	uint64_t h = kv_hash(key, klen);
+	uint64_t h = hash_bytes(key, klen);
 	struct kv_entry **p = kv_slot(kv, key, klen, h), *e = *p;
 	size_t old = e ? kv_entry_size(e->klen, e->vlen) : 0;
 	char *copy;
@@ -208,7 +198,7 @@ void kv_set(struct kv_store *kv, const char *key, size_t klen,
 const void *kv_get(struct kv_store *kv, const char *key, size_t klen,
 		   size_t *vlen)
 {
-	uint64_t h = kv_hash(key, klen);
+	uint64_t h = hash_bytes(key, klen);
 	struct kv_entry **p = kv_slot(kv, key, klen, h), *e = *p;
 
 	if (!e)

@@ -1,0 +1,171 @@
+/* Rate limits and quotas per key (user/front/limit.c), on a made-up clock.
+ *
+ * Covers: a burst of RATE then one request per PER/RATE, keys and APIs
+ * counted apart, rates under one, a quota and its renewal, a request
+ * refused for its rate using no quota, limits that change between
+ * requests, and a full table (keys at rest dropped, busy keys kept, new
+ * keys passing when none can go).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "front/limit.h"
+
+static struct limits *lim;
+
+static int setup(void **state)
+{
+	(void)state;
+	lim = limits_new(4);
+	return lim ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	limits_free(lim);
+	return 0;
+}
+
+static enum limit_verdict take(const char *api, const char *key,
+			       struct limit_spec spec, int64_t now_ms)
+{
+	return limit_take(lim, api, key, strlen(key), &spec, now_ms);
+}
+
+static const struct limit_spec three_per_minute = {.rate = 3, .per = 60};
+
+static void test_burst_then_refill(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(take("a", "k", three_per_minute, 1000),
+				 LIMIT_PASS);
+	assert_int_equal(take("a", "k", three_per_minute, 1000), LIMIT_RATE);
+	/* One token comes back every 20 s. */
+	assert_int_equal(take("a", "k", three_per_minute, 20999), LIMIT_RATE);
+	assert_int_equal(take("a", "k", three_per_minute, 21000), LIMIT_PASS);
+	assert_int_equal(take("a", "k", three_per_minute, 21000), LIMIT_RATE);
+}
+
+static void test_keys_and_apis_apart(void **state)
+{
+	struct limit_spec one = {.rate = 1, .per = 1};
+
+	(void)state;
+	assert_int_equal(take("a", "k1", one, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "k1", one, 0), LIMIT_RATE);
+	assert_int_equal(take("a", "k2", one, 0), LIMIT_PASS);
+	assert_int_equal(take("b", "k1", one, 0), LIMIT_PASS);
+	/* "a" + "k1" is not "ak" + "1". */
+	assert_int_equal(take("ak", "1", one, 0), LIMIT_PASS);
+}
+
+static void test_rate_under_one(void **state)
+{
+	struct limit_spec half = {.rate = 0.5, .per = 1}; /* one per 2 s */
+
+	(void)state;
+	assert_int_equal(take("a", "k", half, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "k", half, 1000), LIMIT_RATE);
+	assert_int_equal(take("a", "k", half, 2000), LIMIT_PASS);
+}
+
+static void test_no_limits_set(void **state)
+{
+	struct limit_spec none = {0};
+
+	(void)state;
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(take("a", "k", none, 0), LIMIT_PASS);
+}
+
+static void test_quota_and_renewal(void **state)
+{
+	struct limit_spec q = {.quota_max = 2, .quota_period_s = 10};
+
+	(void)state;
+	assert_int_equal(take("a", "k", q, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "k", q, 5000), LIMIT_PASS);
+	assert_int_equal(take("a", "k", q, 9999), LIMIT_QUOTA);
+	assert_int_equal(take("a", "k", q, 10000), LIMIT_PASS);
+	/* Without a period the quota never comes back. */
+	q.quota_period_s = 0;
+	assert_int_equal(take("a", "once", q, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "once", q, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "once", q, 999999999), LIMIT_QUOTA);
+}
+
+static void test_refused_for_rate_uses_no_quota(void **state)
+{
+	struct limit_spec both = {.rate = 1, .per = 10, .quota_max = 2};
+
+	(void)state;
+	assert_int_equal(take("a", "k", both, 0), LIMIT_PASS);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(take("a", "k", both, 1000), LIMIT_RATE);
+	assert_int_equal(take("a", "k", both, 10000), LIMIT_PASS);
+	assert_int_equal(take("a", "k", both, 20000), LIMIT_QUOTA);
+}
+
+static void test_changed_limits_apply_from_now(void **state)
+{
+	struct limit_spec wide = {.rate = 10, .per = 1};
+	struct limit_spec narrow = {.rate = 2, .per = 1};
+
+	(void)state;
+	assert_int_equal(take("a", "k", wide, 0), LIMIT_PASS);
+	/* Nine tokens left, but the bucket is now two deep. */
+	assert_int_equal(take("a", "k", narrow, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "k", narrow, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "k", narrow, 0), LIMIT_RATE);
+}
+
+static void test_full_table(void **state)
+{
+	struct limit_spec one = {.rate = 1, .per = 10};
+	char key[8];
+
+	(void)state;
+	for (int i = 0; i < 4; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		assert_int_equal(take("a", key, one, 0), LIMIT_PASS);
+	}
+	/* Every key is busy: a fifth passes unlimited, every time. */
+	assert_int_equal(take("a", "new", one, 1000), LIMIT_PASS);
+	assert_int_equal(take("a", "new", one, 1000), LIMIT_PASS);
+	/* The busy keys are still counted. */
+	assert_int_equal(take("a", "k0", one, 1000), LIMIT_RATE);
+	/* Once their buckets are full again they make room. */
+	assert_int_equal(take("a", "new", one, 20000), LIMIT_PASS);
+	assert_int_equal(take("a", "new", one, 20000), LIMIT_RATE);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_burst_then_refill, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_keys_and_apis_apart, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_rate_under_one, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_no_limits_set, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_quota_and_renewal, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_refused_for_rate_uses_no_quota,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_changed_limits_apply_from_now,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_full_table, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

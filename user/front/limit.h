@@ -1,0 +1,47 @@
+/* Rate limits and quotas per key, as Tyk applies them to the session an
+ * auth_check hook returns.
+ *
+ * The hook sets session.rate and session.per (RATE requests every PER
+ * seconds) and session.quota_max and session.quota_renewal_rate (QUOTA_MAX
+ * requests in each period of that many seconds), and names the key in
+ * metadata["token"]; the worker passes these on with its result ("lim" in
+ * common/msg.h) and the front asks here before it forwards the request.
+ * Counters are kept per API and key, in sluiced's memory: shared by the
+ * front threads and every worker, lost at restart.
+ */
+#ifndef SLUICE_LIMIT_H
+#define SLUICE_LIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct limits;
+
+struct limit_spec {
+	double rate, per;	/* no rate limit unless both > 0 */
+	int64_t quota_max;	/* no quota unless > 0 */
+	int64_t quota_period_s; /* <= 0: the quota never renews */
+};
+
+enum limit_verdict {
+	LIMIT_PASS,
+	LIMIT_RATE,  /* answer 429 */
+	LIMIT_QUOTA, /* answer 403 */
+};
+
+/* sluiced's table: some 10 MiB when full. */
+#define LIMIT_MAX_KEYS 65536
+
+/* At most MAX_KEYS keys are tracked at once; see limit_take. */
+struct limits *limits_new(size_t max_keys);
+void limits_free(struct limits *l);
+
+/* Count one request of KEY on API at NOW_MS (monotonic) against SPEC.
+ * A request refused for its rate uses none of its quota. When MAX_KEYS
+ * keys are busy (none at rest to drop), a new key passes unlimited and
+ * the log says so. Thread-safe. */
+enum limit_verdict limit_take(struct limits *l, const char *api,
+			      const char *key, size_t key_len,
+			      const struct limit_spec *spec, int64_t now_ms);
+
+#endif
