@@ -399,6 +399,11 @@ int main(int argc, char **argv)
 
 	if (setup_bpf(d) || open_access_log(d))
 		goto out;
+	d->limits = limits_new(LIMIT_MAX_KEYS);
+	if (!d->limits) {
+		log_error("out of memory for the rate limiter");
+		goto out;
+	}
 	if (front_threads_start(d)) {
 		log_error("cannot start the front; see the lines above");
 		goto out;
@@ -409,11 +414,6 @@ int main(int argc, char **argv)
 		goto out;
 	/* The pool exists before the first request can reach it; its
 	 * workers are spawned unprivileged. */
-	d->limits = limits_new(LIMIT_MAX_KEYS);
-	if (!d->limits) {
-		log_error("out of memory for the rate limiter");
-		goto out;
-	}
 	if (d->rules->has_middleware)
 		start_pool(d, d->rules);
 	if (front_threads_run(d)) {
