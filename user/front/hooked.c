@@ -347,6 +347,13 @@ static int keep_session(struct conn *c, const msgpack_object *sess)
 	return 0;
 }
 
+/* A count or a number of seconds a hook set, as an integer: never
+ * negative, NaN or past what a quota or a period could mean. */
+static int64_t hook_count(double n)
+{
+	return n > 0 ? (int64_t)(n < 1e12 ? n : 1e12) : 0;
+}
+
 /* Count the request against the limits auth_check set for its key
  * ("lim"). Returns 1 when it is refused (and answered), 0 when it may go
  * on, -1 when LIM is malformed. */
@@ -364,9 +371,9 @@ static int over_limits(struct conn *c, const msgpack_object *lim)
 	if (msg_number(msg_get(lim, "per"), &n))
 		spec.per = n;
 	if (msg_number(msg_get(lim, "quota_max"), &n))
-		spec.quota_max = (int64_t)n;
+		spec.quota_max = hook_count(n);
 	if (msg_number(msg_get(lim, "quota_period"), &n))
-		spec.quota_period_s = (int64_t)n;
+		spec.quota_period_s = hook_count(n);
 	switch (limit_take(c->t->d->limits, c->api->name, key, key_len, &spec,
 			   now_ms())) {
 	case LIMIT_RATE:
