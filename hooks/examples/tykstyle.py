@@ -31,7 +31,7 @@ def add_headers(request, session, spec):
 def check_key(request, session, metadata, spec):
     """4 parameters: auth_check. Putting "token" in metadata accepts the
     request; leaving it out answers 403. return_overrides answers anything
-    else at once."""
+    else at once. The session's rate limit applies to that token."""
     keys = json.loads(spec["config_data"]).get("keys", {})
     key = request.get_header("Authorization")
     if key is None:
@@ -42,8 +42,10 @@ def check_key(request, session, metadata, spec):
     if key in keys:
         metadata["token"] = key
         metadata["user"] = keys[key]
-        session.rate = 100
-        session.per = 1
+        # This key may send 5 requests per 10 seconds; past that the
+        # gateway answers 429 (the limit is per token, for all workers).
+        session.rate = 5
+        session.per = 10
     return request, session, metadata
 
 

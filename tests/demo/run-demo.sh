@@ -24,6 +24,8 @@ Try, from another terminal:
                                                   # ten at once: about 1 s, not 10
   curl -i localhost:8080/tyk/x                    # Tyk plugin: 401 without a key
   curl -i -H 'Authorization: secret-1' localhost:8080/tyk/x
+  for i in \$(seq 6); do curl -s -o /dev/null -w '%{http_code} ' -H 'Authorization: secret-1' localhost:8080/tyk/x; done; echo
+                                                  # the key may send 5 per 10 s, then 429
   curl -s localhost:9901/status                   # JSON counters
   build/sluicectl top                             # live view; browse 127.0.0.1:9901/stats
 
