@@ -37,6 +37,7 @@ struct limit_entry {
 
 struct limits {
 	pthread_mutex_t lock;
+	uint64_t seed; /* of the hash */
 	struct limit_entry **buckets;
 	size_t nbuckets, count, max_keys;
 	uint64_t unlimited; /* new keys passed because the table was full */
@@ -59,6 +60,7 @@ struct limits *limits_new(size_t max_keys)
 		return NULL;
 	}
 	pthread_mutex_init(&l->lock, NULL);
+	l->seed = hash_seed();
 	return l;
 }
 
@@ -219,12 +221,14 @@ enum limit_verdict limit_take(struct limits *l, const char *api,
 			      const struct limit_spec *spec, int64_t now_ms)
 {
 	size_t api_len = strlen(api);
-	uint64_t h = hash_bytes(key, key_len) ^ (hash_bytes(api, api_len) * 31);
+	uint64_t h;
 	struct limit_entry *e;
 	enum limit_verdict v = LIMIT_PASS;
 
 	if (!rate_limited(spec->rate, spec->per) && spec->quota_max <= 0)
 		return LIMIT_PASS;
+	/* The API name's hash seeds the key's. */
+	h = hash_bytes(hash_bytes(l->seed, api, api_len), key, key_len);
 	pthread_mutex_lock(&l->lock);
 	e = find(l, h, api, api_len, key, key_len);
 	if (!e)

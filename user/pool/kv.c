@@ -31,6 +31,7 @@ struct kv_entry {
 };
 
 struct kv_store {
+	uint64_t seed; /* of the hash */
 	struct kv_entry **buckets;
 	size_t nbuckets;
 	size_t count;
@@ -58,6 +59,7 @@ struct kv_store *kv_new(size_t max_bytes)
 		return NULL;
 	}
 	kv->max_bytes = max_bytes;
+	kv->seed = hash_seed();
 	return kv;
 }
 
@@ -149,7 +151,7 @@ static void kv_refuse(struct kv_store *kv, const char *key, size_t klen,
 void kv_set(struct kv_store *kv, const char *key, size_t klen,
 	    const void *value, size_t vlen, int64_t ttl_s)
 {
-	uint64_t h = hash_bytes(key, klen);
+	uint64_t h = hash_bytes(kv->seed, key, klen);
 	struct kv_entry **p = kv_slot(kv, key, klen, h), *e = *p;
 	size_t old = e ? kv_entry_size(e->klen, e->vlen) : 0;
 	char *copy;
@@ -198,7 +200,7 @@ void kv_set(struct kv_store *kv, const char *key, size_t klen,
 const void *kv_get(struct kv_store *kv, const char *key, size_t klen,
 		   size_t *vlen)
 {
-	uint64_t h = hash_bytes(key, klen);
+	uint64_t h = hash_bytes(kv->seed, key, klen);
 	struct kv_entry **p = kv_slot(kv, key, klen, h), *e = *p;
 
 	if (!e)
