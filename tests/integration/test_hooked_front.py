@@ -147,11 +147,13 @@ def test_reply_answers_without_the_upstream(gateway, upstream, tmp_path):
 
 
 def limited_calls(gw, key, plan, n):
+    """(status, error, Retry-After) of N calls with KEY on PLAN."""
     out = []
     for _ in range(n):
-        status, _, body = gw.get("/l/echo", headers={"Authorization": key,
-                                                     "X-Plan": plan})
-        out.append((status, json.loads(body).get("error")))
+        status, headers, body = gw.get("/l/echo", headers={
+            "Authorization": key, "X-Plan": plan})
+        out.append((status, json.loads(body).get("error"),
+                    headers.get("Retry-After")))
     return out
 
 
@@ -160,10 +162,14 @@ def test_rate_set_by_auth_check_is_counted_per_key(gateway, upstream,
     gw = gateway_with(gateway, upstream, tmp_path,
                       {"l": {"auth_check": "front.limited"}})
     before = len(upstream.requests)
-    assert limited_calls(gw, "a", "two-a-minute", 4) == [
+    calls = limited_calls(gw, "a", "two-a-minute", 4)
+    assert [c[:2] for c in calls] == [
         (200, None), (200, None), (429, "Rate limit exceeded"),
         (429, "Rate limit exceeded")]
-    assert limited_calls(gw, "b", "two-a-minute", 1) == [(200, None)]
+    # The next token comes 30 s after the burst.
+    assert [c[2] for c in calls[:2]] == [None, None]
+    assert 25 <= int(calls[3][2]) <= 30
+    assert limited_calls(gw, "b", "two-a-minute", 1) == [(200, None, None)]
     assert len(upstream.requests) == before + 3
 
 
@@ -171,17 +177,18 @@ def test_a_limited_key_passes_again_once_its_rate_allows(gateway, upstream,
                                                         tmp_path):
     gw = gateway_with(gateway, upstream, tmp_path,
                       {"l": {"auth_check": "front.limited"}})
-    assert [s for s, _ in limited_calls(gw, "a", "one-a-second", 2)] == [
-        200, 429]
+    assert [c[:2] for c in limited_calls(gw, "a", "one-a-second", 2)] == [
+        (200, None), (429, "Rate limit exceeded")]
     time.sleep(1.5)
-    assert limited_calls(gw, "a", "one-a-second", 1) == [(200, None)]
+    assert limited_calls(gw, "a", "one-a-second", 1) == [(200, None, None)]
 
 
 def test_a_spent_quota_answers_403(gateway, upstream, tmp_path):
     gw = gateway_with(gateway, upstream, tmp_path,
                       {"l": {"auth_check": "front.limited"}})
+    # It never renews: no Retry-After.
     assert limited_calls(gw, "a", "quota", 3) == [
-        (200, None), (200, None), (403, "Quota exceeded")]
+        (200, None, None), (200, None, None), (403, "Quota exceeded", None)]
 
 
 @pytest.mark.parametrize("hook,status,body,header", [

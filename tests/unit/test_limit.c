@@ -33,10 +33,12 @@ static int teardown(void **state)
 	return 0;
 }
 
+static int64_t wait_ms; /* as the last refusal said */
+
 static enum limit_verdict take(const char *api, const char *key,
 			       struct limit_spec spec, int64_t now_ms)
 {
-	return limit_take(lim, api, key, strlen(key), &spec, now_ms);
+	return limit_take(lim, api, key, strlen(key), &spec, now_ms, &wait_ms);
 }
 
 static const struct limit_spec three_per_minute = {.rate = 3, .per = 60};
@@ -48,8 +50,10 @@ static void test_burst_then_refill(void **state)
 		assert_int_equal(take("a", "k", three_per_minute, 1000),
 				 LIMIT_PASS);
 	assert_int_equal(take("a", "k", three_per_minute, 1000), LIMIT_RATE);
+	assert_in_range(wait_ms, 20000, 20001);
 	/* One token comes back every 20 s. */
 	assert_int_equal(take("a", "k", three_per_minute, 20999), LIMIT_RATE);
+	assert_in_range(wait_ms, 1, 2);
 	assert_int_equal(take("a", "k", three_per_minute, 21000), LIMIT_PASS);
 	assert_int_equal(take("a", "k", three_per_minute, 21000), LIMIT_RATE);
 }
@@ -94,12 +98,14 @@ static void test_quota_and_renewal(void **state)
 	assert_int_equal(take("a", "k", q, 0), LIMIT_PASS);
 	assert_int_equal(take("a", "k", q, 5000), LIMIT_PASS);
 	assert_int_equal(take("a", "k", q, 9999), LIMIT_QUOTA);
+	assert_int_equal(wait_ms, 1);
 	assert_int_equal(take("a", "k", q, 10000), LIMIT_PASS);
 	/* Without a period the quota never comes back. */
 	q.quota_period_s = 0;
 	assert_int_equal(take("a", "once", q, 0), LIMIT_PASS);
 	assert_int_equal(take("a", "once", q, 0), LIMIT_PASS);
 	assert_int_equal(take("a", "once", q, 999999999), LIMIT_QUOTA);
+	assert_int_equal(wait_ms, -1);
 }
 
 static void test_refused_for_rate_uses_no_quota(void **state)

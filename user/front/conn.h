@@ -135,6 +135,9 @@ void conn_drain(struct conn *c);
 
 /* Answer STATUS with a JSON error for this request only. */
 void conn_fail(struct conn *c, int status, const char *message);
+/* The same with more HEADERS (lines ending in CRLF), e.g. Retry-After. */
+void conn_fail_with(struct conn *c, int status, const char *message,
+		    const char *headers);
 /* The response is complete (or was an error): count it, then keep the
  * connection for the next request or close it. */
 void conn_finish(struct conn *c);

@@ -7,6 +7,7 @@
  * goes upstream with its buffered body. With response hooks, the upstream's
  * response is buffered the same way and visits the pool once more.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -354,6 +355,18 @@ static int64_t hook_count(double n)
 	return n > 0 ? (int64_t)(n < 1e12 ? n : 1e12) : 0;
 }
 
+/* A Retry-After header line for WAIT_MS (in whole seconds, at least one),
+ * or NULL when no wait will do. */
+static const char *retry_after(char *buf, size_t len, int64_t wait_ms)
+{
+	if (wait_ms < 0)
+		return NULL;
+	long long s = (long long)(wait_ms + 999) / 1000;
+
+	snprintf(buf, len, "Retry-After: %lld\r\n", s > 0 ? s : 1);
+	return buf;
+}
+
 /* Count the request against the limits auth_check set for its key
  * ("lim"). Returns 1 when it is refused (and answered), 0 when it may go
  * on, -1 when LIM is malformed. */
@@ -363,6 +376,8 @@ static int over_limits(struct conn *c, const msgpack_object *lim)
 	const char *key;
 	size_t key_len;
 	double n;
+	int64_t wait_ms = -1;
+	char retry[48];
 
 	if (!msg_bytes(msg_get(lim, "key"), &key, &key_len))
 		return -1;
@@ -375,12 +390,14 @@ static int over_limits(struct conn *c, const msgpack_object *lim)
 	if (msg_number(msg_get(lim, "quota_period"), &n))
 		spec.quota_period_s = hook_count(n);
 	switch (limit_take(c->t->d->limits, c->api->name, key, key_len, &spec,
-			   now_ms())) {
+			   now_ms(), &wait_ms)) {
 	case LIMIT_RATE:
-		conn_fail(c, 429, "Rate limit exceeded");
+		conn_fail_with(c, 429, "Rate limit exceeded",
+			       retry_after(retry, sizeof(retry), wait_ms));
 		return 1;
 	case LIMIT_QUOTA:
-		conn_fail(c, 403, "Quota exceeded");
+		conn_fail_with(c, 403, "Quota exceeded",
+			       retry_after(retry, sizeof(retry), wait_ms));
 		return 1;
 	default:
 		return 0;

@@ -93,9 +93,10 @@ void http_head_write_headers(const struct http_head *head,
 void http_write_body(struct evbuffer *out, const char *data, size_t len,
 		     bool chunked);
 
-/* A short JSON error response: {"error":"...","status":N}. */
+/* A short JSON error response: {"error":"...","status":N}. HEADERS, if
+ * not NULL, are more header lines, each ending in CRLF. */
 void http_write_error(struct evbuffer *out, int status, const char *message,
-		      bool close);
+		      const char *headers, bool close);
 const char *http_reason(int status);
 
 #endif

@@ -184,7 +184,8 @@ static struct limit_entry *add(struct limits *l, uint64_t h, const char *api,
 }
 
 static enum limit_verdict take(struct limit_entry *e,
-			       const struct limit_spec *spec, int64_t now_ms)
+			       const struct limit_spec *spec, int64_t now_ms,
+			       int64_t *wait_ms)
 {
 	bool limited = rate_limited(spec->rate, spec->per);
 
@@ -199,16 +200,25 @@ static enum limit_verdict take(struct limit_entry *e,
 	e->quota_period_ms =
 	    spec->quota_period_s > 0 ? spec->quota_period_s * 1000 : 0;
 
-	if (limited && e->tokens < 1.0)
+	if (limited && e->tokens < 1.0) {
+		*wait_ms =
+		    (int64_t)((1.0 - e->tokens) * e->per / e->rate * 1000.0) +
+		    1;
 		return LIMIT_RATE;
+	}
 	if (spec->quota_max > 0) {
 		if (e->quota_period_ms > 0 &&
 		    now_ms - e->quota_start_ms >= e->quota_period_ms) {
 			e->quota_start_ms = now_ms;
 			e->quota_used = 0;
 		}
-		if (e->quota_used >= spec->quota_max)
+		if (e->quota_used >= spec->quota_max) {
+			*wait_ms = e->quota_period_ms
+				       ? e->quota_start_ms +
+					     e->quota_period_ms - now_ms
+				       : -1;
 			return LIMIT_QUOTA;
+		}
 		e->quota_used++;
 	}
 	if (limited)
@@ -218,7 +228,8 @@ static enum limit_verdict take(struct limit_entry *e,
 
 enum limit_verdict limit_take(struct limits *l, const char *api,
 			      const char *key, size_t key_len,
-			      const struct limit_spec *spec, int64_t now_ms)
+			      const struct limit_spec *spec, int64_t now_ms,
+			      int64_t *wait_ms)
 {
 	size_t api_len = strlen(api);
 	uint64_t h;
@@ -234,7 +245,7 @@ enum limit_verdict limit_take(struct limits *l, const char *api,
 	if (!e)
 		e = add(l, h, api, api_len, key, key_len, spec, now_ms);
 	if (e)
-		v = take(e, spec, now_ms);
+		v = take(e, spec, now_ms, wait_ms);
 	pthread_mutex_unlock(&l->lock);
 	return v;
 }

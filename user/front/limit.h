@@ -37,11 +37,13 @@ struct limits *limits_new(size_t max_keys);
 void limits_free(struct limits *l);
 
 /* Count one request of KEY on API at NOW_MS (monotonic) against SPEC.
- * A request refused for its rate uses none of its quota. When MAX_KEYS
- * keys are busy (none at rest to drop), a new key passes unlimited and
- * the log says so. Thread-safe. */
+ * A request refused for its rate uses none of its quota. When refused,
+ * *WAIT_MS is how long until a request could pass (-1: a quota that never
+ * renews). When MAX_KEYS keys are busy (none at rest to drop), a new key
+ * passes unlimited and the log says so. Thread-safe. */
 enum limit_verdict limit_take(struct limits *l, const char *api,
 			      const char *key, size_t key_len,
-			      const struct limit_spec *spec, int64_t now_ms);
+			      const struct limit_spec *spec, int64_t now_ms,
+			      int64_t *wait_ms);
 
 #endif
