@@ -3,8 +3,8 @@
  * Covers: a burst of RATE then one request per PER/RATE, keys and APIs
  * counted apart, rates under one, a quota and its renewal, a request
  * refused for its rate using no quota, limits that change between
- * requests, and a full table (keys at rest dropped, busy keys kept, new
- * keys passing when none can go).
+ * requests, and a full table (keys at rest dropped, at most one sweep a
+ * second, busy keys kept, new keys passing when none can go).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -135,7 +135,7 @@ static void test_changed_limits_apply_from_now(void **state)
 
 static void test_full_table(void **state)
 {
-	struct limit_spec one = {.rate = 1, .per = 10};
+	struct limit_spec one = {.rate = 1, .per = 1};
 	char key[8];
 
 	(void)state;
@@ -144,13 +144,17 @@ static void test_full_table(void **state)
 		assert_int_equal(take("a", key, one, 0), LIMIT_PASS);
 	}
 	/* Every key is busy: a fifth passes unlimited, every time. */
-	assert_int_equal(take("a", "new", one, 1000), LIMIT_PASS);
-	assert_int_equal(take("a", "new", one, 1000), LIMIT_PASS);
+	assert_int_equal(take("a", "new", one, 500), LIMIT_PASS);
+	assert_int_equal(take("a", "new", one, 500), LIMIT_PASS);
 	/* The busy keys are still counted. */
-	assert_int_equal(take("a", "k0", one, 1000), LIMIT_RATE);
-	/* Once their buckets are full again they make room. */
-	assert_int_equal(take("a", "new", one, 20000), LIMIT_PASS);
-	assert_int_equal(take("a", "new", one, 20000), LIMIT_RATE);
+	assert_int_equal(take("a", "k0", one, 500), LIMIT_RATE);
+	/* At rest from 1000 on, but the table was swept at 500 and is not
+	 * swept again within a second: still no room. */
+	assert_int_equal(take("a", "new", one, 1200), LIMIT_PASS);
+	assert_int_equal(take("a", "new", one, 1200), LIMIT_PASS);
+	/* Then the keys at rest make room. */
+	assert_int_equal(take("a", "new", one, 1500), LIMIT_PASS);
+	assert_int_equal(take("a", "new", one, 1500), LIMIT_RATE);
 }
 
 int main(void)

@@ -22,6 +22,9 @@
 #include "front/limit.h"
 
 #define LIMIT_WARN_EVERY_MS 10000
+/* A full table is swept for keys at rest at most this often: a sweep
+ * walks every key under the lock. */
+#define LIMIT_SWEEP_EVERY_MS 1000
 
 struct limit_entry {
 	struct limit_entry *next;
@@ -41,7 +44,7 @@ struct limits {
 	struct limit_entry **buckets;
 	size_t nbuckets, count, max_keys;
 	uint64_t unlimited; /* new keys passed because the table was full */
-	int64_t warned_ms;
+	int64_t warned_ms, swept_ms;
 };
 
 struct limits *limits_new(size_t max_keys)
@@ -151,8 +154,11 @@ static struct limit_entry *add(struct limits *l, uint64_t h, const char *api,
 	struct limit_entry *e;
 	size_t slot = h & (l->nbuckets - 1);
 
-	if (l->count >= l->max_keys)
+	if (l->count >= l->max_keys &&
+	    (!l->swept_ms || now_ms - l->swept_ms >= LIMIT_SWEEP_EVERY_MS)) {
 		drop_resting(l, now_ms);
+		l->swept_ms = now_ms;
+	}
 	if (l->count >= l->max_keys) {
 		l->unlimited++;
 		if (now_ms - l->warned_ms >= LIMIT_WARN_EVERY_MS) {
