@@ -4,7 +4,8 @@
  * counted apart, rates under one, a quota and its renewal, a request
  * refused for its rate using no quota, limits that change between
  * requests, and a full table (keys at rest dropped, at most one sweep a
- * second, busy keys kept, new keys passing when none can go).
+ * second, busy keys kept, new keys passing when none can go), and long
+ * keys bounded by bytes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,7 +23,7 @@ static struct limits *lim;
 static int setup(void **state)
 {
 	(void)state;
-	lim = limits_new(4);
+	lim = limits_new(4, 1 << 20);
 	return lim ? 0 : -1;
 }
 
@@ -157,6 +158,27 @@ static void test_full_table(void **state)
 	assert_int_equal(take("a", "new", one, 1500), LIMIT_RATE);
 }
 
+static void test_bytes_bound_long_keys(void **state)
+{
+	struct limit_spec one = {.rate = 1, .per = 60};
+	char long_key[1000];
+
+	(void)state;
+	limits_free(lim);
+	lim = limits_new(100, 2500); /* room for two long keys, not three */
+	memset(long_key, 'x', sizeof(long_key) - 1);
+	long_key[sizeof(long_key) - 1] = 0;
+	for (char c = 'a'; c <= 'c'; c++) {
+		long_key[0] = c;
+		assert_int_equal(take("a", long_key, one, 0), LIMIT_PASS);
+		assert_int_equal(take("a", long_key, one, 0),
+				 c < 'c' ? LIMIT_RATE : LIMIT_PASS);
+	}
+	/* Short keys still fit. */
+	assert_int_equal(take("a", "k", one, 0), LIMIT_PASS);
+	assert_int_equal(take("a", "k", one, 0), LIMIT_RATE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +197,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_changed_limits_apply_from_now,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_full_table, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bytes_bound_long_keys, setup,
+					    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -43,17 +43,19 @@ struct limits {
 	uint64_t seed; /* of the hash */
 	struct limit_entry **buckets;
 	size_t nbuckets, count, max_keys;
+	size_t bytes, max_bytes; /* of the entries */
 	uint64_t unlimited; /* new keys passed because the table was full */
 	int64_t warned_ms, swept_ms;
 };
 
-struct limits *limits_new(size_t max_keys)
+struct limits *limits_new(size_t max_keys, size_t max_bytes)
 {
 	struct limits *l = calloc(1, sizeof(*l));
 
 	if (!l)
 		return NULL;
 	l->max_keys = max_keys ? max_keys : 1;
+	l->max_bytes = max_bytes;
 	l->nbuckets = 64;
 	while (l->nbuckets < l->max_keys / 2)
 		l->nbuckets *= 2;
@@ -115,6 +117,16 @@ static bool at_rest(const struct limit_entry *e, int64_t now_ms)
 		now_ms - e->quota_start_ms >= e->quota_period_ms);
 }
 
+static size_t entry_size(size_t api_len, size_t key_len)
+{
+	return sizeof(struct limit_entry) + api_len + 1 + key_len;
+}
+
+static bool full(const struct limits *l, size_t need)
+{
+	return l->count >= l->max_keys || l->bytes + need > l->max_bytes;
+}
+
 static void drop_resting(struct limits *l, int64_t now_ms)
 {
 	for (size_t i = 0; i < l->nbuckets; i++) {
@@ -125,8 +137,9 @@ static void drop_resting(struct limits *l, int64_t now_ms)
 
 			if (at_rest(e, now_ms)) {
 				*p = e->next;
-				free(e);
+				l->bytes -= entry_size(e->api_len, e->key_len);
 				l->count--;
+				free(e);
 			} else {
 				p = &e->next;
 			}
@@ -153,13 +166,14 @@ static struct limit_entry *add(struct limits *l, uint64_t h, const char *api,
 {
 	struct limit_entry *e;
 	size_t slot = h & (l->nbuckets - 1);
+	size_t size = entry_size(api_len, key_len);
 
-	if (l->count >= l->max_keys &&
+	if (full(l, size) &&
 	    (!l->swept_ms || now_ms - l->swept_ms >= LIMIT_SWEEP_EVERY_MS)) {
 		drop_resting(l, now_ms);
 		l->swept_ms = now_ms;
 	}
-	if (l->count >= l->max_keys) {
+	if (full(l, size)) {
 		l->unlimited++;
 		if (now_ms - l->warned_ms >= LIMIT_WARN_EVERY_MS) {
 			log_warn(
@@ -170,7 +184,7 @@ static struct limit_entry *add(struct limits *l, uint64_t h, const char *api,
 		}
 		return NULL;
 	}
-	e = calloc(1, sizeof(*e) + api_len + 1 + key_len);
+	e = calloc(1, size);
 	if (!e)
 		return NULL;
 	e->hash = h;
@@ -186,6 +200,7 @@ static struct limit_entry *add(struct limits *l, uint64_t h, const char *api,
 	e->next = l->buckets[slot];
 	l->buckets[slot] = e;
 	l->count++;
+	l->bytes += size;
 	return e;
 }
 

@@ -29,18 +29,21 @@ enum limit_verdict {
 	LIMIT_QUOTA, /* answer 403 */
 };
 
-/* sluiced's table: some 10 MiB when full. */
-#define LIMIT_MAX_KEYS 65536
+/* sluiced's table: some 10 MiB for this many short keys; long keys (a
+ * token may be a whole JWT) are bounded by the bytes. */
+#define LIMIT_MAX_KEYS	65536
+#define LIMIT_MAX_BYTES (32u << 20)
 
-/* At most MAX_KEYS keys are tracked at once; see limit_take. */
-struct limits *limits_new(size_t max_keys);
+/* At most MAX_KEYS keys, of at most MAX_BYTES with their bookkeeping, are
+ * tracked at once; see limit_take. */
+struct limits *limits_new(size_t max_keys, size_t max_bytes);
 void limits_free(struct limits *l);
 
 /* Count one request of KEY on API at NOW_MS (monotonic) against SPEC.
  * A request refused for its rate uses none of its quota. When refused,
  * *WAIT_MS is how long until a request could pass (-1: a quota that never
- * renews). When MAX_KEYS keys are busy (none at rest to drop), a new key
- * passes unlimited and the log says so. Thread-safe. */
+ * renews). When the table is full of busy keys (none at rest to drop), a
+ * new key passes unlimited and the log says so. Thread-safe. */
 enum limit_verdict limit_take(struct limits *l, const char *api,
 			      const char *key, size_t key_len,
 			      const struct limit_spec *spec, int64_t now_ms,

@@ -399,7 +399,7 @@ int main(int argc, char **argv)
 
 	if (setup_bpf(d) || open_access_log(d))
 		goto out;
-	d->limits = limits_new(LIMIT_MAX_KEYS);
+	d->limits = limits_new(LIMIT_MAX_KEYS, LIMIT_MAX_BYTES);
 	if (!d->limits) {
 		log_error("out of memory for the rate limiter");
 		goto out;
