@@ -23,10 +23,17 @@ NO_BPF_CAPS = ["setpriv", "--inh-caps=-all", "--bounding-set",
                "-bpf,-sys_admin,-perfmon,-net_admin", "--"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list:
+    """N distinct ports nothing listens on now (two bind(0) calls in a
+    row may get the same one)."""
+    ports: list = []
+    while len(ports) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
@@ -59,7 +66,7 @@ def sluiced(tmp_path, upstream):
     procs, pins = [], PinDir()
 
     def start(required: bool):
-        port, admin = free_port(), free_port()
+        port, admin = free_ports(2)
         rules = tmp_path / "rules.yaml"
         rules.write_text(json.dumps({
             "listen": [f"127.0.0.1:{port}"],

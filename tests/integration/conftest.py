@@ -12,6 +12,7 @@ build/sluiced (or $SLUICE_BUILD/sluiced), waits until it accepts, and at the
 end stops it and fails the test if a sanitizer reported anything.
 """
 
+import collections
 import http.client
 import json
 import os
@@ -35,12 +36,21 @@ SANITIZE = os.environ.get("SLUICE_SANITIZE") == "1"
 SLOW = 3.0 if SANITIZE else 1.0
 
 
+_handed_out = collections.deque(maxlen=256)
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on now, and not one handed out lately: the
+    kernel may give the same free port to two bind(0) calls in a row (a
+    rules file once got it for both its listener and admin)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.append(port)
+            return port
 
 
 def wait_port(port, proc, timeout=10.0):
