@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from freeport import free_port
 from netns import BUILD, PinDir
 
 SENTENCE = ("loading BPF needs root (CAP_BPF, CAP_NET_ADMIN); run sluiced as "
@@ -23,17 +24,6 @@ NO_BPF_CAPS = ["setpriv", "--inh-caps=-all", "--bounding-set",
                "-bpf,-sys_admin,-perfmon,-net_admin", "--"]
 
 
-def free_ports(n: int) -> list:
-    """N distinct ports nothing listens on now (two bind(0) calls in a
-    row may get the same one)."""
-    ports: list = []
-    while len(ports) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
@@ -66,7 +56,7 @@ def sluiced(tmp_path, upstream):
     procs, pins = [], PinDir()
 
     def start(required: bool):
-        port, admin = free_ports(2)
+        port, admin = free_port(), free_port()
         rules = tmp_path / "rules.yaml"
         rules.write_text(json.dumps({
             "listen": [f"127.0.0.1:{port}"],

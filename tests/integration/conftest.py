@@ -12,7 +12,6 @@ build/sluiced (or $SLUICE_BUILD/sluiced), waits until it accepts, and at the
 end stops it and fails the test if a sanitizer reported anything.
 """
 
-import collections
 import http.client
 import json
 import os
@@ -27,30 +26,15 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # tests/, for freeport
 
+from freeport import free_port  # noqa: E402,F401 (tests import it here)
 from upstream import Upstream  # noqa: E402
 
 BUILD = os.path.join(ROOT, os.environ.get("SLUICE_BUILD", "build"))
 SANITIZE = os.environ.get("SLUICE_SANITIZE") == "1"
 # Timing margins grow under the sanitizers, which slow sluiced down.
 SLOW = 3.0 if SANITIZE else 1.0
-
-
-_handed_out = collections.deque(maxlen=256)
-
-
-def free_port():
-    """A port nothing listens on now, and not one handed out lately: the
-    kernel may give the same free port to two bind(0) calls in a row (a
-    rules file once got it for both its listener and admin)."""
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _handed_out:
-            _handed_out.append(port)
-            return port
 
 
 def wait_port(port, proc, timeout=10.0):

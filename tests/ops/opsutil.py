@@ -11,7 +11,6 @@ directory, removed at the end. `Traffic` sends requests from a thread,
 bounded in count and time, while a test looks at the admin surfaces.
 """
 
-import collections
 import http.client
 import http.server
 import json
@@ -26,26 +25,12 @@ import uuid
 
 import pytest
 
+from freeport import free_port  # noqa: F401 (the ops tests import it here)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(ROOT, os.environ.get("SLUICE_BUILD", "build"))
 PIN_BASE = "/sys/fs/bpf"
-
-
-_handed_out = collections.deque(maxlen=256)
-
-
-def free_port():
-    """A port nothing listens on now, and not one handed out lately (two
-    bind(0) calls in a row may get the same one)."""
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _handed_out:
-            _handed_out.append(port)
-            return port
 
 
 class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
