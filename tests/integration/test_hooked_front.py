@@ -210,11 +210,14 @@ def test_every_value_of_a_repeated_response_header_reaches_the_client(
     gw = gateway_with(gateway, upstream, tmp_path,
                       {"c": {"response": ["front.cookie"]}})
     conn = gw.connect()
-    conn.request("GET", "/c/headers?Set-Cookie=a%3D1&Set-Cookie=b%3D2")
-    resp = conn.getresponse()
-    assert resp.read() == b"ok"
-    assert resp.msg.get_all("Set-Cookie") == ["a=1", "b=2", "theme=dark"]
-    conn.close()
+    try:
+        conn.request("GET", "/c/headers?Set-Cookie=a%3D1&Set-Cookie=b%3D2")
+        resp = conn.getresponse()
+        assert resp.read() == b"ok"
+        assert resp.msg.get_all("Set-Cookie") == ["a=1", "b=2",
+                                                  "theme=dark"]
+    finally:
+        conn.close()
 
 
 def test_response_hooks_see_the_session_the_request_chain_left(
