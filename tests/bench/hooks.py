@@ -72,8 +72,7 @@ def noop_cost(ctx, target):
         order = paths if rnd % 2 == 0 else paths[::-1]
         for p in order:
             load_runs[p].append(_wrk(target, p, ctx.duration, 2, 32))
-        for p in order:
-            lat_runs[p].append(_wrk(target, p, ctx.duration, 1, 1))
+        _latency_round(ctx, target, order, lat_runs)
 
     plain, noop = load_runs["/plain/64B"], load_runs["/noop/64B"]
     ratio = median(n["rps"] / p["rps"] for n, p in zip(noop, plain))
@@ -114,20 +113,84 @@ def noop_cost(ctx, target):
                 f"added p50 {added_p50:.0f} µs (<= 40: {v_p50})\n")
 
 
+def _latency_round(ctx, target, paths, runs):
+    """One wrk -t1 -c1 run per path, appended to runs[path]."""
+    for p in paths:
+        runs[p].append(_wrk(target, p, ctx.duration, 1, 1))
+
+
+HALT_POLL = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+HALT_POLL_DEFAULT_NS = 200000  # the haltpoll driver's own default
+
+
+def with_halt_polling(ctx, target):
+    """The -c1 rows and the floor again with the guest's idle vCPU polling
+    before it halts. A VM booted with haltpoll.guest_halt_poll_ns=0 (this
+    one) halts at once, and waking a halted vCPU costs an exit to the
+    hypervisor on both sides: most of a cross-CPU round trip here. The
+    setting is the machine's, not sluice's; it is put back afterwards."""
+    try:
+        with open(HALT_POLL) as f:
+            before = int(f.read())
+    except (OSError, ValueError):
+        report.note("Halt polling: this kernel has no haltpoll cpuidle "
+                    "driver; skipped.\n")
+        return
+    if before:
+        report.note(f"Halt polling: already on ({before} ns), so the rows "
+                    "above include it.\n")
+        return
+    paths = ["/plain/64B", "/noop/64B"]
+    runs = {p: [] for p in paths}
+    try:
+        with open(HALT_POLL, "w") as f:
+            f.write(str(HALT_POLL_DEFAULT_NS))
+        for rnd in range(ctx.rounds):
+            _latency_round(ctx, target, paths if rnd % 2 == 0 else
+                           paths[::-1], runs)
+        floor = _round_trip(ctx, [])
+    finally:
+        with open(HALT_POLL, "w") as f:
+            f.write(str(before))
+    p50 = {p: median(r["p50_us"] for r in runs[p]) for p in paths}
+    rows = [[p.split("/")[1], fmt(median(r["rps"] for r in runs[p])),
+             fmt(p50[p]), fmt(median(r["p99_us"] for r in runs[p]))]
+            for p in paths]
+    if floor:
+        rows.append(["bare round trip (wall)", "-", fmt(floor["wall_us"], 1),
+                     "-"])
+    report.note(f"The same on one connection with the guest's halt polling "
+                f"on ({HALT_POLL_DEFAULT_NS // 1000} µs, the driver's "
+                f"default; this machine boots with 0). An idle vCPU then "
+                f"spins before it halts, which no process is charged for: "
+                f"latency drops, the host's CPU time does not.\n")
+    report.table(["API", "req/s -c1", "p50 µs -c1", "p99 µs -c1"], rows)
+    report.verdict(p50["/noop/64B"] - p50["/plain/64B"], 40, False,
+                   "no-op hook added p50, halt polling on", " µs")
+
+
+def _round_trip(ctx, pin):
+    """tests/bench/round_trip.c's figures, None when it is not built."""
+    exe = os.path.join(os.path.dirname(ctx.sluiced), "tests", "round_trip")
+    if not os.access(exe, os.X_OK):
+        return None
+    count = "20000" if ctx.quick else "100000"
+    return json.loads(subprocess.run([exe, count] + pin, check=True,
+                                     capture_output=True, text=True,
+                                     timeout=120).stdout)
+
+
 def process_round_trip(ctx):
     """The floor under a hook visit: a bare message to another process and
     back (tests/bench/round_trip.c), placed by the scheduler and with both
     processes on one CPU."""
-    exe = os.path.join(os.path.dirname(ctx.sluiced), "tests", "round_trip")
-    if not os.access(exe, os.X_OK):
-        report.skipped(f"{exe} is not built (make bench builds it)")
-        return
-    count = "20000" if ctx.quick else "100000"
     rows = []
     for label, pin in (("scheduler's choice", []), ("both on CPU 0", ["0"])):
-        r = json.loads(subprocess.run([exe, count] + pin, check=True,
-                                      capture_output=True, text=True,
-                                      timeout=120).stdout)
+        r = _round_trip(ctx, pin)
+        if r is None:
+            report.skipped("build/tests/round_trip is not built (make bench "
+                           "builds it)")
+            return
         rows.append([label, fmt(r["wall_us"], 1), fmt(r["caller_cpu_us"], 1),
                      fmt(r["echo_cpu_us"], 1),
                      fmt(r["caller_cpu_us"] + r["echo_cpu_us"], 1)])
@@ -298,9 +361,10 @@ def run_noop(ctx):
     try:
         time.sleep(1.0)
         noop_cost(ctx, target)
+        process_round_trip(ctx)
+        with_halt_polling(ctx, target)
     finally:
         ctx.servers.stop(target)
-    process_round_trip(ctx)
 
 
 def run(ctx):
@@ -322,6 +386,7 @@ def run(ctx):
         rss_rows = [worker_rss(default, "fresh, after start")]
         noop_cost(ctx, default)
         process_round_trip(ctx)
+        with_halt_polling(ctx, default)
         one = start(ctx, "one", 1, 1)
         started.append(one)
         two = start(ctx, "two", 2, 2)
