@@ -3,7 +3,7 @@ the upstream as the hook made them (Content-Length fixed), a reply never
 reaches the upstream, response edits reach the client (every value of a
 repeated header too), the session the request chain left is what the
 response hooks see, and the rate limits and quotas auth_check sets are
-counted per key.
+counted per key, the quota left told in X-RateLimit-* headers.
 
 The worker's side of each result (which changes it reports) is tested in
 test_worker_hooks.py and test_worker_tyk.py; here a real sluiced applies
@@ -65,6 +65,8 @@ FRONT = textwrap.dedent('''
             session.rate, session.per = 1, 1
         elif plan == "quota":
             session.quota_max = 2
+        elif plan == "three-an-hour":
+            session.quota_max, session.quota_renewal_rate = 3, 3600
         return request, session, metadata
 
 
@@ -189,6 +191,42 @@ def test_a_spent_quota_answers_403(gateway, upstream, tmp_path):
     # It never renews: no Retry-After.
     assert limited_calls(gw, "a", "quota", 3) == [
         (200, None, None), (200, None, None), (403, "Quota exceeded", None)]
+
+
+def quota_headers(gw, key, plan):
+    """Status and every X-RateLimit-* value of one call with KEY on PLAN;
+    the upstream sends its own X-RateLimit-Limit."""
+    conn = gw.connect()
+    try:
+        conn.request("GET", "/l/headers?X-RateLimit-Limit=999",
+                     headers={"Authorization": key, "X-Plan": plan})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {name: resp.msg.get_all(f"X-RateLimit-{name}")
+                             for name in ("Limit", "Remaining", "Reset")}
+    finally:
+        conn.close()
+
+
+def test_quota_headers_say_what_is_left_as_tyk_sends_them(gateway, upstream,
+                                                          tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path,
+                      {"l": {"auth_check": "front.limited"}})
+    t0 = time.time()
+    got = [quota_headers(gw, "a", "three-an-hour") for _ in range(3)]
+    assert [(status, h["Limit"], h["Remaining"]) for status, h in got] == [
+        (200, ["3"], ["2"]), (200, ["3"], ["1"]), (200, ["3"], ["0"])]
+    # When the quota renews, in unix seconds: an hour after the first call.
+    resets = {int(h["Reset"][0]) for _, h in got}
+    assert len(resets) == 1
+    assert t0 + 3590 <= resets.pop() <= time.time() + 3601
+    assert quota_headers(gw, "a", "three-an-hour")[0] == 403
+    # A quota that never renews has no Reset; a rate alone, no quota
+    # headers: the upstream's own pass through.
+    assert quota_headers(gw, "b", "quota") == (
+        200, {"Limit": ["2"], "Remaining": ["1"], "Reset": None})
+    assert quota_headers(gw, "c", "two-a-minute") == (
+        200, {"Limit": ["999"], "Remaining": None, "Reset": None})
 
 
 @pytest.mark.parametrize("hook,status,body,header", [

@@ -1,7 +1,8 @@
 /* Rate limits and quotas per key (user/front/limit.c), on a made-up clock.
  *
  * Covers: a burst of RATE then one request per PER/RATE, keys and APIs
- * counted apart, rates under one, a quota and its renewal, a request
+ * counted apart, rates under one, a quota and its renewal, the quota left
+ * and when it renews, a request
  * refused for its rate using no quota, limits that change between
  * requests, and a full table (keys at rest dropped, at most one sweep a
  * second, busy keys kept, new keys passing when none can go), and long
@@ -34,12 +35,12 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int64_t wait_ms; /* as the last refusal said */
+static struct limit_state st; /* as the last call left it */
 
 static enum limit_verdict take(const char *api, const char *key,
 			       struct limit_spec spec, int64_t now_ms)
 {
-	return limit_take(lim, api, key, strlen(key), &spec, now_ms, &wait_ms);
+	return limit_take(lim, api, key, strlen(key), &spec, now_ms, &st);
 }
 
 static const struct limit_spec three_per_minute = {.rate = 3, .per = 60};
@@ -51,10 +52,10 @@ static void test_burst_then_refill(void **state)
 		assert_int_equal(take("a", "k", three_per_minute, 1000),
 				 LIMIT_PASS);
 	assert_int_equal(take("a", "k", three_per_minute, 1000), LIMIT_RATE);
-	assert_in_range(wait_ms, 20000, 20001);
+	assert_in_range(st.wait_ms, 20000, 20001);
 	/* One token comes back every 20 s. */
 	assert_int_equal(take("a", "k", three_per_minute, 20999), LIMIT_RATE);
-	assert_in_range(wait_ms, 1, 2);
+	assert_in_range(st.wait_ms, 1, 2);
 	assert_int_equal(take("a", "k", three_per_minute, 21000), LIMIT_PASS);
 	assert_int_equal(take("a", "k", three_per_minute, 21000), LIMIT_RATE);
 }
@@ -99,14 +100,51 @@ static void test_quota_and_renewal(void **state)
 	assert_int_equal(take("a", "k", q, 0), LIMIT_PASS);
 	assert_int_equal(take("a", "k", q, 5000), LIMIT_PASS);
 	assert_int_equal(take("a", "k", q, 9999), LIMIT_QUOTA);
-	assert_int_equal(wait_ms, 1);
+	assert_int_equal(st.wait_ms, 1);
 	assert_int_equal(take("a", "k", q, 10000), LIMIT_PASS);
 	/* Without a period the quota never comes back. */
 	q.quota_period_s = 0;
 	assert_int_equal(take("a", "once", q, 0), LIMIT_PASS);
 	assert_int_equal(take("a", "once", q, 0), LIMIT_PASS);
 	assert_int_equal(take("a", "once", q, 999999999), LIMIT_QUOTA);
-	assert_int_equal(wait_ms, -1);
+	assert_int_equal(st.wait_ms, -1);
+}
+
+/* The quota the last call reported: what is left, and when it renews. */
+static void quota_left(int64_t remaining, int64_t renews_ms)
+{
+	assert_int_equal(st.quota_remaining, remaining);
+	assert_int_equal(st.quota_renews_ms, renews_ms);
+}
+
+static void test_quota_left_is_reported(void **state)
+{
+	struct limit_spec q = {
+	    .rate = 1, .per = 1, .quota_max = 3, .quota_period_s = 60};
+
+	(void)state;
+	assert_int_equal(take("a", "k", q, 0), LIMIT_PASS);
+	quota_left(2, 60000);
+	/* Refused for its rate: the quota is as it was. */
+	assert_int_equal(take("a", "k", q, 500), LIMIT_RATE);
+	quota_left(2, 59500);
+	assert_int_equal(take("a", "k", q, 1000), LIMIT_PASS);
+	assert_int_equal(take("a", "k", q, 2000), LIMIT_PASS);
+	quota_left(0, 58000);
+	assert_int_equal(take("a", "k", q, 3000), LIMIT_QUOTA);
+	quota_left(0, 57000);
+	assert_int_equal(st.wait_ms, 57000);
+	/* A new period. */
+	assert_int_equal(take("a", "k", q, 60000), LIMIT_PASS);
+	quota_left(2, 60000);
+	/* No quota: nothing to report. */
+	assert_int_equal(take("a", "rate-only", three_per_minute, 0),
+			 LIMIT_PASS);
+	assert_int_equal(st.quota_remaining, -1);
+	/* A quota that never renews. */
+	q.quota_period_s = 0;
+	assert_int_equal(take("a", "once", q, 0), LIMIT_PASS);
+	quota_left(2, -1);
 }
 
 static void test_refused_for_rate_uses_no_quota(void **state)
@@ -191,6 +229,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_no_limits_set, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_quota_and_renewal, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_quota_left_is_reported, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_refused_for_rate_uses_no_quota,
 					    setup, teardown),

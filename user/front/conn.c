@@ -198,6 +198,7 @@ static void conn_reset_exchange(struct conn *c)
 	free(c->hook_session);
 	c->hook_session = NULL;
 	c->hook_session_len = 0;
+	c->quota.max = 0;
 	c->splice_left = c->splice_len = 0;
 	c->splice_up = false;
 	if (c->body)

@@ -115,6 +115,12 @@ struct conn {
 	 * response visit; NULL when there is none. */
 	char *hook_session;
 	size_t hook_session_len;
+	/* The key's quota after this request, for the X-RateLimit-* headers
+	 * of the upstream's answer (as Tyk sends them); max 0: none. */
+	struct {
+		int64_t max, remaining;
+		int64_t reset; /* unix seconds; 0: it never renews */
+	} quota;
 
 	/* Large bodies by splice(2) (bodysplice.c). */
 	uint64_t splice_left; /* body bytes not yet moved */
@@ -163,6 +169,8 @@ void hooked_body(struct conn *c, const char *data, size_t len);
 void hooked_body_done(struct conn *c);
 /* Response side: called by upstream.c with the complete response. */
 void hooked_response(struct conn *c);
+/* The X-RateLimit-* header lines for c->quota, replacing the upstream's. */
+void hooked_write_quota(struct conn *c, struct evbuffer *out);
 
 /* bodysplice.c */
 bool body_splice_wanted(const struct conn *c, uint64_t length);

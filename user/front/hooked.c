@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <msgpack.h>
@@ -376,7 +377,7 @@ static int over_limits(struct conn *c, const msgpack_object *lim)
 	const char *key;
 	size_t key_len;
 	double n;
-	int64_t wait_ms = -1;
+	struct limit_state st;
 	char retry[48];
 
 	if (!msg_bytes(msg_get(lim, "key"), &key, &key_len))
@@ -390,18 +391,44 @@ static int over_limits(struct conn *c, const msgpack_object *lim)
 	if (msg_number(msg_get(lim, "quota_period"), &n))
 		spec.quota_period_s = hook_count(n);
 	switch (limit_take(c->t->d->limits, c->api->name, key, key_len, &spec,
-			   now_ms(), &wait_ms)) {
+			   now_ms(), &st)) {
 	case LIMIT_RATE:
 		conn_fail_with(c, 429, "Rate limit exceeded",
-			       retry_after(retry, sizeof(retry), wait_ms));
+			       retry_after(retry, sizeof(retry), st.wait_ms));
 		return 1;
 	case LIMIT_QUOTA:
 		conn_fail_with(c, 403, "Quota exceeded",
-			       retry_after(retry, sizeof(retry), wait_ms));
+			       retry_after(retry, sizeof(retry), st.wait_ms));
 		return 1;
 	default:
+		if (st.quota_remaining >= 0) {
+			c->quota.max = spec.quota_max;
+			c->quota.remaining = st.quota_remaining;
+			c->quota.reset =
+			    st.quota_renews_ms < 0
+				? 0
+				: time(NULL) +
+				      (st.quota_renews_ms + 999) / 1000;
+		}
 		return 0;
 	}
+}
+
+void hooked_write_quota(struct conn *c, struct evbuffer *out)
+{
+	static const char *const names[] = {
+	    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"};
+
+	if (c->quota.max <= 0)
+		return;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		http_head_delete(&c->resp, names[i]);
+	evbuffer_add_printf(out, "%s: %lld\r\n%s: %lld\r\n", names[0],
+			    (long long)c->quota.max, names[1],
+			    (long long)c->quota.remaining);
+	if (c->quota.reset)
+		evbuffer_add_printf(out, "%s: %lld\r\n", names[2],
+				    (long long)c->quota.reset);
 }
 
 /* A result the hooks returned normally. Returns -1 when it is malformed. */

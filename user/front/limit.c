@@ -204,11 +204,27 @@ static struct limit_entry *add(struct limits *l, uint64_t h, const char *api,
 	return e;
 }
 
+/* The quota part of *STATE, once E's period is current. */
+static void quota_state(const struct limit_entry *e,
+			const struct limit_spec *spec, int64_t now_ms,
+			struct limit_state *state)
+{
+	if (spec->quota_max <= 0)
+		return;
+	state->quota_remaining = spec->quota_max > e->quota_used
+				     ? spec->quota_max - e->quota_used
+				     : 0;
+	state->quota_renews_ms =
+	    e->quota_period_ms ? e->quota_start_ms + e->quota_period_ms - now_ms
+			       : -1;
+}
+
 static enum limit_verdict take(struct limit_entry *e,
 			       const struct limit_spec *spec, int64_t now_ms,
-			       int64_t *wait_ms)
+			       struct limit_state *state)
 {
 	bool limited = rate_limited(spec->rate, spec->per);
+	enum limit_verdict v = LIMIT_PASS;
 
 	/* The session may say other limits than last time: the new ones
 	 * apply from now on. */
@@ -221,42 +237,41 @@ static enum limit_verdict take(struct limit_entry *e,
 	e->quota_period_ms =
 	    spec->quota_period_s > 0 ? spec->quota_period_s * 1000 : 0;
 
+	if (e->quota_period_ms > 0 &&
+	    now_ms - e->quota_start_ms >= e->quota_period_ms) {
+		e->quota_start_ms = now_ms;
+		e->quota_used = 0;
+	}
 	if (limited && e->tokens < 1.0) {
-		*wait_ms =
+		state->wait_ms =
 		    (int64_t)((1.0 - e->tokens) * e->per / e->rate * 1000.0) +
 		    1;
-		return LIMIT_RATE;
+		v = LIMIT_RATE;
+	} else if (spec->quota_max > 0 && e->quota_used >= spec->quota_max) {
+		v = LIMIT_QUOTA;
+	} else {
+		if (spec->quota_max > 0)
+			e->quota_used++;
+		if (limited)
+			e->tokens -= 1.0;
 	}
-	if (spec->quota_max > 0) {
-		if (e->quota_period_ms > 0 &&
-		    now_ms - e->quota_start_ms >= e->quota_period_ms) {
-			e->quota_start_ms = now_ms;
-			e->quota_used = 0;
-		}
-		if (e->quota_used >= spec->quota_max) {
-			*wait_ms = e->quota_period_ms
-				       ? e->quota_start_ms +
-					     e->quota_period_ms - now_ms
-				       : -1;
-			return LIMIT_QUOTA;
-		}
-		e->quota_used++;
-	}
-	if (limited)
-		e->tokens -= 1.0;
-	return LIMIT_PASS;
+	quota_state(e, spec, now_ms, state);
+	if (v == LIMIT_QUOTA)
+		state->wait_ms = state->quota_renews_ms;
+	return v;
 }
 
 enum limit_verdict limit_take(struct limits *l, const char *api,
 			      const char *key, size_t key_len,
 			      const struct limit_spec *spec, int64_t now_ms,
-			      int64_t *wait_ms)
+			      struct limit_state *state)
 {
 	size_t api_len = strlen(api);
 	uint64_t h;
 	struct limit_entry *e;
 	enum limit_verdict v = LIMIT_PASS;
 
+	state->wait_ms = state->quota_remaining = state->quota_renews_ms = -1;
 	if (!rate_limited(spec->rate, spec->per) && spec->quota_max <= 0)
 		return LIMIT_PASS;
 	/* The API name's hash seeds the key's. */
@@ -266,7 +281,7 @@ enum limit_verdict limit_take(struct limits *l, const char *api,
 	if (!e)
 		e = add(l, h, api, api_len, key, key_len, spec, now_ms);
 	if (e)
-		v = take(e, spec, now_ms, wait_ms);
+		v = take(e, spec, now_ms, state);
 	pthread_mutex_unlock(&l->lock);
 	return v;
 }

@@ -39,14 +39,24 @@ enum limit_verdict {
 struct limits *limits_new(size_t max_keys, size_t max_bytes);
 void limits_free(struct limits *l);
 
-/* Count one request of KEY on API at NOW_MS (monotonic) against SPEC.
- * A request refused for its rate uses none of its quota. When refused,
- * *WAIT_MS is how long until a request could pass (-1: a quota that never
- * renews). When the table is full of busy keys (none at rest to drop), a
- * new key passes unlimited and the log says so. Thread-safe. */
+/* What limit_take saw beside its verdict. */
+struct limit_state {
+	/* Refused: how long until a request could pass; -1: never (a quota
+	 * that does not renew). */
+	int64_t wait_ms;
+	/* The key's quota after this request; -1 when it has none or the
+	 * key is not counted (the table is full). */
+	int64_t quota_remaining;
+	int64_t quota_renews_ms; /* from now; -1: never */
+};
+
+/* Count one request of KEY on API at NOW_MS (monotonic) against SPEC,
+ * filling *STATE. A request refused for its rate uses none of its quota.
+ * When the table is full of busy keys (none at rest to drop), a new key
+ * passes unlimited and the log says so. Thread-safe. */
 enum limit_verdict limit_take(struct limits *l, const char *api,
 			      const char *key, size_t key_len,
 			      const struct limit_spec *spec, int64_t now_ms,
-			      int64_t *wait_ms);
+			      struct limit_state *state);
 
 #endif

@@ -312,6 +312,7 @@ void upstream_write_response_head(struct conn *c, struct evbuffer *body)
 	evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", c->status,
 			    (int)c->resp.reason.len,
 			    http_str(&c->resp, c->resp.reason));
+	hooked_write_quota(c, out);
 	http_head_write_headers(&c->resp, out);
 	if (body) {
 		evbuffer_add_printf(out, "Content-Length: %zu\r\n",
