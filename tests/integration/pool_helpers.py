@@ -179,13 +179,15 @@ def _tcp_ports():
 def fd_kinds(pid, gw_port, upstream_port):
     """PID's descriptors by kind: "unix" sockets (the workers' channels
     among them), "client" (accepted on GW_PORT), "upstream" (to
-    UPSTREAM_PORT), "tcp" (others: listeners, admin), "other" (pipes,
-    eventfds, epoll, files)."""
+    UPSTREAM_PORT), "listen" (listeners), "peer" (other connections: the
+    test's admin requests, which sluiced closes when it sees their end),
+    "other" (pipes, eventfds, epoll, files)."""
     with open("/proc/net/unix") as f:
         unix = {line.split()[6] for line in list(f)[1:]
                 if len(line.split()) >= 7}
     tcp = _tcp_ports()
-    kinds = {"unix": 0, "client": 0, "upstream": 0, "tcp": 0, "other": 0}
+    kinds = {"unix": 0, "client": 0, "upstream": 0, "listen": 0, "peer": 0,
+             "other": 0}
     for fd in os.listdir("/proc/%d/fd" % pid):
         try:
             link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
@@ -196,8 +198,9 @@ def fd_kinds(pid, gw_port, upstream_port):
             kinds["unix"] += 1
         elif inode in tcp:
             local, remote = tcp[inode]
-            kinds["client" if local == gw_port and remote else
-                  "upstream" if remote == upstream_port else "tcp"] += 1
+            kinds["listen" if not remote else
+                  "client" if local == gw_port else
+                  "upstream" if remote == upstream_port else "peer"] += 1
         else:
             kinds["other"] += 1
     return kinds
