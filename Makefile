@@ -31,16 +31,17 @@ endif
 # Debian package names, installed by `make deps`.
 DEB_BUILD := gcc make pkg-config clang llvm libbpf-dev libxdp-dev xdp-tools \
 	bpftool libevent-dev libmsgpack-dev python3-dev node-llhttp \
-	libyaml-dev libcap2-bin iproute2
+	libyaml-dev libhiredis-dev libcap2-bin iproute2
 DEB_TEST  := libcmocka-dev python3-pytest python3-msgpack \
 	python3-prometheus-client curl clang-format cppcheck \
-	libclang-rt-14-dev libasan8 libubsan1 libtsan2 chromium systemd
+	libclang-rt-14-dev libasan8 libubsan1 libtsan2 chromium systemd \
+	redis-server
 DEB_BENCH := wrk nginx-light haproxy
 
 LLHTTP_DIR := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 
-PKGS      := libbpf libxdp libevent libevent_pthreads msgpack yaml-0.1
+PKGS      := libbpf libxdp libevent libevent_pthreads msgpack yaml-0.1 hiredis
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror=implicit-function-declaration \
 	-D_GNU_SOURCE -Iuser -I$(BUILD) -I$(LLHTTP_INC) $(SAN_FLAGS) \
@@ -272,7 +273,8 @@ test-sanitize:
 TSAN_TESTS := tests/integration/test_pool_failures.py \
 	tests/integration/test_pool_lifecycle.py \
 	tests/integration/test_worker_hooks.py \
-	tests/integration/test_hooked_front.py
+	tests/integration/test_hooked_front.py \
+	tests/integration/test_store_redis.py
 test-tsan: all
 	$(Q)$(MAKE) --no-print-directory BUILD=build/tsan \
 		SAN_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \

@@ -76,8 +76,9 @@ def store_data(key: str, value: Any, ttl: int = 0) -> None:
 
 
 def get_data(key: str) -> Optional[bytes]:
-    """The bytes stored under KEY, or None. Waits for sluiced's answer (a
-    local round trip), blocking this worker meanwhile."""
+    """The bytes stored under KEY, or None (also when the Redis behind
+    python.store cannot answer). Waits for sluiced's answer (a local round
+    trip, or one to Redis), blocking this worker meanwhile."""
     return _require_channel().kv_get(key)
 
 

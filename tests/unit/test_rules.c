@@ -379,6 +379,20 @@ static const struct error_case error_cases[] = {
      "2:25: max must be between 1 and 4096, not 0", NULL},
     {"python_timeout_zero", L "python: {timeout_ms: 0}\n",
      "2:22: timeout_ms must be at least 1, not 0", NULL},
+    {"store_without_redis", L "python: {store: {db: 2}}\n",
+     "2:17: python.store: 'redis' is missing (host:port of the Redis "
+     "server); without it the store lives in sluiced and has no settings",
+     NULL},
+    {"store_redis_not_address", L "python: {store: {redis: localhost}}\n",
+     "2:25: bad address 'localhost': expected host:port, e.g. "
+     "0.0.0.0:8080 or [::1]:9901",
+     NULL},
+    {"store_db_negative",
+     L "python: {store: {redis: \"127.0.0.1:6379\", db: -1}}\n",
+     "2:47: db must be between 0 and 65535, not -1", NULL},
+    {"store_prefix_not_string",
+     L "python: {store: {redis: \"127.0.0.1:6379\", prefix: [a]}}\n",
+     "2:51: prefix: expected a string", NULL},
     {"upstream_timeout_zero", L "limits: {upstream_timeout_ms: 0}\n",
      "2:31: upstream_timeout_ms must be at least 1, not 0", NULL},
     {"header_bytes_small", L "limits: {header_bytes: 100}\n",
@@ -560,6 +574,8 @@ static const char full_yaml[] =
     "  max_requests: 100\n"
     "  max_rss_mb: 256\n"
     "  timeout_ms: 750\n"
+    "  store: {redis: \"127.0.0.1:6390\", db: 3, password: s3cret, "
+    "prefix: \"\", timeout_ms: 250}\n"
     "access_log: {path: \"-\", format: combined}\n"
     "apis:\n"
     "  - name: catalog\n"
@@ -649,6 +665,12 @@ static void test_full_file_top_level(void **state)
 	assert_int_equal(r->python.max_requests, 100);
 	assert_int_equal(r->python.max_rss_mb, 256);
 	assert_int_equal(r->python.timeout_ms, 750);
+	assert_true(r->python.store.has_redis);
+	assert_string_equal(r->python.store.redis.text, "127.0.0.1:6390");
+	assert_int_equal(r->python.store.db, 3);
+	assert_string_equal(r->python.store.password, "s3cret");
+	assert_string_equal(r->python.store.prefix, "");
+	assert_int_equal(r->python.store.timeout_ms, 250);
 	assert_string_equal(r->access_log.path, "-");
 	assert_int_equal(r->access_log.format, RULES_LOG_COMBINED);
 	assert_int_equal(r->api_count, 4);
@@ -665,7 +687,7 @@ static void test_full_file_apis(void **state)
 	(void)state;
 	assert_string_equal(a->name, "catalog");
 	assert_int_equal(a->index, 0);
-	assert_int_equal(a->line, 27);
+	assert_int_equal(a->line, 28);
 	assert_string_equal(a->listen_path, "/catalog/");
 	assert_true(a->strip_listen_path);
 	assert_int_equal(a->host_count, 2);
@@ -761,6 +783,9 @@ static void test_defaults_of_a_minimal_file(void **state)
 	assert_int_equal(r->python.max_requests, 10000);
 	assert_int_equal(r->python.max_rss_mb, 512);
 	assert_int_equal(r->python.timeout_ms, 5000);
+	assert_false(r->python.store.has_redis);
+	assert_string_equal(r->python.store.prefix, "coprocess-data:");
+	assert_int_equal(r->python.store.timeout_ms, 1000);
 	assert_null(r->access_log.path);
 	assert_int_equal(r->access_log.format, RULES_LOG_JSON);
 	assert_false(r->apis[0].strip_listen_path);

@@ -300,17 +300,24 @@ static int key_bool(struct parser *p, const struct key *k, yaml_node_t *node,
 	return 0;
 }
 
-static int key_string(struct parser *p, const struct key *k, yaml_node_t *node,
+/* The string NODE into the char * at BASE + K's offset. */
+static int set_string(struct parser *p, const struct key *k, yaml_node_t *node,
 		      void *base)
 {
 	char **dst = (char **)((char *)base + k->offset);
 
-	if (!is_string(node))
-		return fail(p, node, "%s: expected a non-empty string",
-			    k->name);
 	free(*dst);
 	*dst = strdup(scalar(node));
 	return *dst ? 0 : fail_nomem(p, node);
+}
+
+static int key_string(struct parser *p, const struct key *k, yaml_node_t *node,
+		      void *base)
+{
+	if (!is_string(node))
+		return fail(p, node, "%s: expected a non-empty string",
+			    k->name);
+	return set_string(p, k, node, base);
 }
 
 static int key_abs_path(struct parser *p, const struct key *k,
@@ -1611,6 +1618,52 @@ static const struct key workers_keys[] = {
 };
 static const struct map_kind workers_map = {"python.workers", workers_keys};
 
+/* Any string, the empty one included. */
+static int key_any_string(struct parser *p, const struct key *k,
+			  yaml_node_t *node, void *base)
+{
+	if (node->type != YAML_SCALAR_NODE || is_null(node) ||
+	    strlen(scalar(node)) != node->data.scalar.length)
+		return fail(p, node, "%s: expected a string", k->name);
+	return set_string(p, k, node, base);
+}
+
+static int key_store_redis(struct parser *p, const struct key *k,
+			   yaml_node_t *node, void *base)
+{
+	struct rules_store *store = base;
+
+	store->has_redis = true;
+	return key_addr(p, k, node, base);
+}
+
+#define ST(field) offsetof(struct rules_store, field)
+static const struct key store_keys[] = {
+    KEY("redis", key_store_redis, ST(redis)),
+    KEY_RANGE("db", key_int, ST(db), 0, 65535),
+    KEY("password", key_string, ST(password)),
+    KEY("prefix", key_any_string, ST(prefix)),
+    KEY_RANGE("timeout_ms", key_int, ST(timeout_ms), 1, INT_MAX),
+    KEY_END,
+};
+
+/* The other keys mean nothing without a Redis to talk to. */
+static int key_store(struct parser *p, const struct key *k, yaml_node_t *node,
+		     void *base)
+{
+	struct rules_store *store =
+	    (struct rules_store *)((char *)base + k->offset);
+	int err =
+	    parse_mapping(p, node, store_keys, "python.store", store, NULL);
+
+	if (!err && !is_null(node) && !store->has_redis)
+		return fail(p, node,
+			    "python.store: 'redis' is missing (host:port of "
+			    "the Redis server); without it the store lives "
+			    "in sluiced and has no settings");
+	return err;
+}
+
 static const struct key python_keys[] = {
     KEY_LIST("path", PY(path), PY(path_count), &list_dirs),
     KEY_EXTRA("workers", key_map, 0, &workers_map),
@@ -1618,6 +1671,7 @@ static const struct key python_keys[] = {
     KEY_RANGE("max_requests", key_int, PY(max_requests), 0, INT_MAX),
     KEY_RANGE("max_rss_mb", key_int, PY(max_rss_mb), 0, INT_MAX),
     KEY_RANGE("timeout_ms", key_int, PY(timeout_ms), 1, INT_MAX),
+    KEY("store", key_store, PY(store)),
     KEY_END,
 };
 
@@ -1901,6 +1955,8 @@ static void rules_free(struct rules *r)
 	strv_free(r->bpf.xdp_interfaces, r->bpf.xdp_interface_count);
 	free(r->bpf.deny);
 	strv_free(r->python.path, r->python.path_count);
+	free(r->python.store.prefix);
+	free(r->python.store.password);
 	free(r->access_log.path);
 	free(r);
 }
@@ -1932,9 +1988,10 @@ static struct rules *rules_new(const char *file)
 	    .max_requests = 10000,
 	    .max_rss_mb = 512,
 	    .timeout_ms = 5000,
+	    .store = {.prefix = strdup("coprocess-data:"), .timeout_ms = 1000},
 	};
 	r->access_log.format = RULES_LOG_JSON;
-	if (!r->file || !r->bpf.pin_dir) {
+	if (!r->file || !r->bpf.pin_dir || !r->python.store.prefix) {
 		rules_free(r);
 		return NULL;
 	}

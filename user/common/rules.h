@@ -133,6 +133,17 @@ struct rules_bpf {
 	size_t deny_count;
 };
 
+/* `python.store:` — where store_data/get_data keep their data. No redis
+ * address: in sluiced's memory. */
+struct rules_store {
+	struct rules_addr redis;
+	bool has_redis;
+	int db;		/* 0 */
+	char *password; /* NULL: no AUTH */
+	char *prefix;	/* "coprocess-data:", as Tyk's */
+	int timeout_ms; /* 1000 */
+};
+
 struct rules_python {
 	char **path; /* prepended to sys.path; relative to the rules file */
 	size_t path_count;
@@ -143,6 +154,7 @@ struct rules_python {
 	int max_requests;   /* 10000 */
 	int max_rss_mb;	    /* 512 */
 	int timeout_ms;	    /* 5000 */
+	struct rules_store store;
 };
 
 /* `access_log:` — off unless `path` is set. "-" is stderr. */

@@ -167,6 +167,16 @@ static bool same_listeners(const struct rules *a, const struct rules *b)
 	return a->listen_count == b->listen_count;
 }
 
+static bool same_store(const struct rules_store *a, const struct rules_store *b)
+{
+	return a->has_redis == b->has_redis && a->db == b->db &&
+	       a->timeout_ms == b->timeout_ms &&
+	       !strcmp(a->redis.text, b->redis.text) &&
+	       !strcmp(a->prefix, b->prefix) &&
+	       !strcmp(a->password ? a->password : "",
+		       b->password ? b->password : "");
+}
+
 int sluiced_reload(struct sluiced *d, char *err, size_t err_len)
 {
 	struct rules *next = rules_load(d->rules_path, err, err_len);
@@ -181,6 +191,8 @@ int sluiced_reload(struct sluiced *d, char *err, size_t err_len)
 	    next->threads != d->rules->threads)
 		log_warn("reload: listen addresses, admin and threads change "
 			 "only on restart; other changes apply now");
+	if (!same_store(&d->rules->python.store, &next->python.store))
+		log_warn("reload: python.store changes only on restart");
 	for (size_t i = 0; i < next->api_count; i++)
 		stats_slot(next->apis[i].name);
 

@@ -131,6 +131,7 @@ static void pool_free(struct pool *pool)
 		free(p->error);
 		free(p);
 	}
+	redis_stop(pool);
 	pool_lanes_free(pool);
 	if (pool->sigchld_ev)
 		event_free(pool->sigchld_ev);
@@ -192,6 +193,8 @@ struct pool *pool_start(struct event_base *base,
 	err = pool_events_new(pool);
 	if (!err)
 		err = pool_lanes_new(pool, lanes, nlanes);
+	if (!err && rules->python.store.has_redis)
+		err = redis_start(pool, &rules->python.store);
 	if (err)
 		goto fail_pool;
 	err = pool_apis_update(pool, rules);

@@ -8,6 +8,7 @@
  *                idle shrink
  *   wire.c       record framing and msgpack encoding/decoding
  *   kv.c         the store behind TykGateway.store_data/get_data
+ *   redis.c      the same calls against Redis (python.store.redis)
  *   stats.c      /status and /metrics
  *   check.c      `sluiced -t`: import the hooks once and report
  *
@@ -37,6 +38,8 @@
 
 struct event;
 struct kv_store;
+struct pool_redis;
+struct redis_link;
 
 #define POOL_RESULT_COUNT   (POOL_SHUTDOWN + 1)
 #define POOL_HIST_BUCKETS   14
@@ -96,6 +99,7 @@ struct pool_lane {
 	struct event *kick;
 	struct pool_call *deliver_head, *deliver_tail;
 	struct pool_worker *release;
+	struct redis_link *redis; /* python.store.redis only */
 };
 
 /* One queued outgoing record (flag byte + payload). */
@@ -179,7 +183,8 @@ struct pool {
 	struct pool_worker *workers;
 	struct pool_api *apis;
 	struct kv_store *kv;
-	char *rxbuf; /* one record */
+	struct pool_redis *redis; /* NULL: the store is kv */
+	char *rxbuf;		  /* one record */
 	size_t msg_max;
 
 	pool_worker_fn watch_fn;
@@ -268,6 +273,8 @@ void supervise_free(struct pool_worker *w);
 int worker_process_start(const char *worker_path, const char *hooks_dir,
 			 pid_t *pid, int *fd);
 int worker_send(struct pool_worker *w, const struct iovec *iov, int iovcnt);
+bool supervise_kv_answer(struct pool_worker *w, uint64_t id, const void *value,
+			 size_t len);
 
 /* wire.c */
 int wire_encode_init(const struct rules *rules, bool check,
@@ -299,5 +306,15 @@ const void *kv_get(struct kv_store *kv, const char *key, size_t klen,
 void kv_sweep(struct kv_store *kv);
 size_t kv_count(const struct kv_store *kv);
 size_t kv_bytes(const struct kv_store *kv);
+
+/* redis.c: on W's lane's thread, the lock held, but redis_stop (neither). */
+int redis_start(struct pool *pool, const struct rules_store *conf);
+void redis_stop(struct pool *pool);
+void redis_get(struct pool_worker *w, uint64_t id, const char *key,
+	       size_t klen);
+void redis_set(struct pool_worker *w, const char *key, size_t klen,
+	       const void *value, size_t vlen, int64_t ttl_s);
+void redis_forget(struct pool_worker *w);
+void redis_counts(struct pool *pool, uint64_t *missed, uint64_t *lost);
 
 #endif

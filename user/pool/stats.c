@@ -213,5 +213,18 @@ void pool_metrics(struct pool *pool, struct evbuffer *out)
 	    "store_data store.\n# TYPE sluice_kv_bytes gauge\n"
 	    "sluice_kv_bytes %zu\n",
 	    kv_count(pool->kv), kv_bytes(pool->kv));
+	if (pool->redis) {
+		uint64_t missed, lost;
+
+		redis_counts(pool, &missed, &lost);
+		metrics_counter(out, "sluice_store_redis_missed_total",
+				"get_data answered as a miss because Redis "
+				"was unreachable, refused or late.",
+				missed);
+		metrics_counter(out, "sluice_store_redis_lost_total",
+				"store_data calls lost because Redis was "
+				"unreachable, refused or late.",
+				lost);
+	}
 	pool_leave(pool);
 }

@@ -309,6 +309,7 @@ void supervise_free(struct pool_worker *w)
 		close(w->fd);
 	wire_out_free(&w->out_head, &w->out_tail);
 	wire_in_reset(&w->in);
+	redis_forget(w);
 	free(w->async_api);
 	if (w->rules)
 		rules_unref(w->rules);
@@ -855,8 +856,33 @@ static void on_kv_set(struct pool_worker *w, const msgpack_object *msg)
 		value = "";
 		vlen = 0;
 	}
-	kv_set(w->pool->kv, key, klen, value, vlen,
-	       wire_int(msg_get(msg, "ttl"), 0));
+	if (w->pool->redis)
+		redis_set(w, key, klen, value, vlen,
+			  wire_int(msg_get(msg, "ttl"), 0));
+	else
+		kv_set(w->pool->kv, key, klen, value, vlen,
+		       wire_int(msg_get(msg, "ttl"), 0));
+}
+
+/* Answer W's get number ID with VALUE (NULL: none). True when W broke on
+ * it and was given up (its calls fail: run the dispatch again). */
+bool supervise_kv_answer(struct pool_worker *w, uint64_t id, const void *value,
+			 size_t len)
+{
+	msgpack_sbuffer sb;
+	struct iovec iov;
+	bool lost = false;
+
+	if (w->state == WORKER_CLOSED || wire_encode_kv(&sb, id, value, len))
+		return false;
+	iov.iov_base = sb.data;
+	iov.iov_len = sb.size;
+	if (worker_send(w, &iov, 1)) {
+		supervise_lost(w, "send-failed");
+		lost = true;
+	}
+	msgpack_sbuffer_destroy(&sb);
+	return lost;
 }
 
 static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
@@ -865,18 +891,15 @@ static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
 	const void *value = NULL;
 	const char *key;
 	size_t klen, vlen = 0;
-	msgpack_sbuffer sb;
-	struct iovec iov;
 
-	if (msg_bytes(msg_get(msg, "key"), &key, &klen))
+	if (!msg_bytes(msg_get(msg, "key"), &key, &klen)) {
+		supervise_kv_answer(w, id, NULL, 0);
+	} else if (w->pool->redis) {
+		redis_get(w, id, key, klen);
+	} else {
 		value = kv_get(w->pool->kv, key, klen, &vlen);
-	if (wire_encode_kv(&sb, id, value, vlen))
-		return;
-	iov.iov_base = sb.data;
-	iov.iov_len = sb.size;
-	if (worker_send(w, &iov, 1))
-		supervise_lost(w, "send-failed");
-	msgpack_sbuffer_destroy(&sb);
+		supervise_kv_answer(w, id, value, vlen);
+	}
 }
 
 static void on_message(struct pool_worker *w, const char *raw, size_t len)

@@ -1,0 +1,503 @@
+/* The Redis backend of store_data/get_data, when python.store.redis is set.
+ *
+ * Each lane keeps its own connection, run by hiredis on the lane's event
+ * base: a worker's get is sent and answered on the thread that reads that
+ * worker, as with the embedded store, and a connection is never shared
+ * between threads. Its callbacks run on that thread without the pool lock
+ * and take it to answer a worker. hiredis runs the callbacks of the
+ * commands still pending inside redisAsyncFree(), so it is never called
+ * with the lock held.
+ *
+ * Every command sent is an op on its link's list, oldest first (Redis
+ * answers in order), and every get is answered exactly once: by its reply,
+ * by the end of its connection (a miss), or by the link's timer when no
+ * reply came within timeout_ms (a miss). A command that late means a
+ * server stalled or gone, and the rest would queue behind it: the
+ * connection is dropped then. With no connection, one is tried at most once
+ * a second, on use; meanwhile gets are misses and sets are lost, counted,
+ * and reported when the server answers again.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "common/log.h"
+#include "pool/pool_int.h"
+
+#define REDIS_RETRY_MS	    1000
+#define REDIS_WARN_EVERY_MS 10000
+
+/* One command waiting for its reply. */
+struct redis_op {
+	struct redis_op *next;
+	struct redis_link *link;
+	struct pool_worker *w; /* the asker of a get; NULL: a set, or gone */
+	uint64_t id;
+	int64_t due_ms;
+	bool answered;
+	const char *what; /* "GET", "SET", "AUTH", "SELECT" */
+};
+
+/* A lane's connection. Its fields are touched only on the lane's thread
+ * (or once no lane's loop runs); the counters also under the pool lock,
+ * which /metrics reads them with. */
+struct redis_link {
+	struct pool_lane *lane;
+	int index;
+	redisAsyncContext *ac; /* NULL: none */
+	bool dropping;	       /* drop ac on the next timer run */
+	char why[160];	       /* why it is dropped */
+	struct event *timer;
+	struct redis_op *head, *tail;
+	int64_t retry_ms;
+	int64_t down_ms;       /* since when it is down; 0: up */
+	bool answered;	       /* Redis ever answered on this link */
+	uint64_t missed, lost; /* since down_ms */
+	uint64_t total_missed, total_lost;
+	int64_t warned_ms;
+};
+
+struct pool_redis {
+	char host[INET6_ADDRSTRLEN];
+	int port;
+	char *addr; /* as written, for logs */
+	int db;
+	char *password;
+	char *prefix;
+	int timeout_ms;
+};
+
+static void redis_timer_cb(int fd, short what, void *arg);
+
+int redis_start(struct pool *pool, const struct rules_store *conf)
+{
+	struct pool_redis *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	pool->redis = r;
+	if (getnameinfo((const struct sockaddr *)&conf->redis.sa,
+			conf->redis.sa_len, r->host, sizeof(r->host), NULL, 0,
+			NI_NUMERICHOST))
+		return -EINVAL;
+	r->port =
+	    ntohs(((const struct sockaddr_in *)&conf->redis.sa)->sin_port);
+	r->addr = strdup(conf->redis.text);
+	r->prefix = strdup(conf->prefix);
+	r->password = conf->password ? strdup(conf->password) : NULL;
+	r->db = conf->db;
+	r->timeout_ms = conf->timeout_ms;
+	if (!r->addr || !r->prefix || (conf->password && !r->password))
+		return -ENOMEM;
+	for (int i = 0; i < pool->nlanes; i++) {
+		struct pool_lane *lane = &pool->lanes[i];
+		struct redis_link *link = calloc(1, sizeof(*link));
+
+		if (!link)
+			return -ENOMEM;
+		lane->redis = link;
+		link->lane = lane;
+		link->index = i;
+		link->timer = evtimer_new(lane->base, redis_timer_cb, link);
+		if (!link->timer)
+			return -ENOMEM;
+	}
+	log_info("store: redis=%s db=%d prefix=\"%s\" timeout_ms=%d", r->addr,
+		 r->db, r->prefix, r->timeout_ms);
+	return 0;
+}
+
+/* ---- ops ---------------------------------------------------------------- */
+
+static void link_arm(struct redis_link *link)
+{
+	struct timeval tv = {0, 0};
+	int64_t wait;
+
+	if ((!link->head && !link->dropping) ||
+	    evtimer_pending(link->timer, NULL))
+		return;
+	wait = link->dropping ? 0 : link->head->due_ms - now_ms();
+	if (wait > 0) {
+		tv.tv_sec = wait / 1000;
+		tv.tv_usec = (wait % 1000) * 1000;
+	}
+	evtimer_add(link->timer, &tv);
+}
+
+static struct redis_op *op_new(struct redis_link *link, struct pool_worker *w,
+			       uint64_t id, const char *what)
+{
+	struct pool_redis *r = link->lane->pool->redis;
+	struct redis_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->link = link;
+	op->w = w;
+	op->id = id;
+	op->what = what;
+	op->due_ms = now_ms() + r->timeout_ms;
+	if (link->tail)
+		link->tail->next = op;
+	else
+		link->head = op;
+	link->tail = op;
+	return op;
+}
+
+static void op_unlink(struct redis_link *link, struct redis_op *op)
+{
+	struct redis_op **p = &link->head, *prev = NULL;
+
+	while (*p && *p != op) {
+		prev = *p;
+		p = &(*p)->next;
+	}
+	if (!*p)
+		return;
+	*p = op->next;
+	if (link->tail == op)
+		link->tail = prev;
+}
+
+/* Answer OP's worker with VALUE (NULL: a miss), once. Lock held. */
+static void op_answer(struct redis_op *op, const void *value, size_t len)
+{
+	struct redis_link *link = op->link;
+
+	if (op->answered)
+		return;
+	op->answered = true;
+	if (!op->w)
+		return;
+	if (supervise_kv_answer(op->w, op->id, value, len))
+		dispatch_run(link->lane->pool);
+}
+
+/* ---- the connection ----------------------------------------------------- */
+
+static void link_warn(struct redis_link *link, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void link_warn(struct redis_link *link, const char *fmt, ...)
+{
+	int64_t now = now_ms();
+	char msg[256];
+	va_list ap;
+
+	if (link->warned_ms && now - link->warned_ms < REDIS_WARN_EVERY_MS)
+		return;
+	link->warned_ms = now;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warn("store: redis=%s lane=%d %s", link->lane->pool->redis->addr,
+		 link->index, msg);
+}
+
+/* The connection is gone or going: no new one before a second from now. */
+static void link_down(struct redis_link *link, const char *why)
+{
+	struct pool_redis *r = link->lane->pool->redis;
+
+	link->ac = NULL;
+	link->dropping = false;
+	link->retry_ms = now_ms() + REDIS_RETRY_MS;
+	if (link->down_ms)
+		return;
+	link->down_ms = now_ms();
+	link->missed = link->lost = 0;
+	log_warn("store: redis=%s lane=%d down (%s): get_data misses and "
+		 "store_data is lost until it answers",
+		 r->addr, link->index, why);
+}
+
+/* Redis answered a command: up (after AUTH and SELECT, which come first). */
+static void link_up(struct redis_link *link)
+{
+	struct pool_redis *r = link->lane->pool->redis;
+
+	if (!link->answered && !link->down_ms)
+		log_info("store: redis=%s lane=%d answers", r->addr,
+			 link->index);
+	link->answered = true;
+	if (!link->down_ms)
+		return;
+	log_info("store: redis=%s lane=%d answers again after %.1f s; "
+		 "gets missed=%llu sets lost=%llu meanwhile",
+		 r->addr, link->index, (now_ms() - link->down_ms) / 1000.0,
+		 (unsigned long long)link->missed,
+		 (unsigned long long)link->lost);
+	link->down_ms = 0;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct redis_link *link = ac->data;
+
+	if (link->ac == ac && status != REDIS_OK)
+		link_down(link, ac->errstr);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct redis_link *link = ac->data;
+
+	if (link->ac == ac)
+		link_down(link, status == REDIS_OK ? "connection closed"
+						   : ac->errstr);
+}
+
+/* Stop using the connection after a reply that makes it unfit. Called from
+ * a hiredis callback, which must not free it: the timer does. */
+static void link_drop(struct redis_link *link, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void link_drop(struct redis_link *link, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (link->dropping)
+		return;
+	link->dropping = true;
+	va_start(ap, fmt);
+	vsnprintf(link->why, sizeof(link->why), fmt, ap);
+	va_end(ap);
+	evtimer_del(link->timer);
+	link_arm(link);
+}
+
+static void on_reply(redisAsyncContext *ac, void *data, void *privdata);
+
+/* Queue a command of OP on the link's connection; on failure OP is gone.
+ * Lock held. */
+static int op_send(struct redis_op *op, const char *fmt, ...)
+{
+	struct redis_link *link = op->link;
+	va_list ap;
+	int err;
+
+	va_start(ap, fmt);
+	err = redisvAsyncCommand(link->ac, on_reply, op, fmt, ap);
+	va_end(ap);
+	if (err == REDIS_OK) {
+		link_arm(link);
+		return 0;
+	}
+	op_unlink(link, op);
+	free(op);
+	return -EIO;
+}
+
+/* A connection to use now, or false. Lock held. */
+static bool link_ready(struct redis_link *link)
+{
+	struct pool_redis *r = link->lane->pool->redis;
+	redisAsyncContext *ac;
+	struct redis_op *op;
+
+	if (link->ac)
+		return !link->dropping;
+	if (now_ms() < link->retry_ms)
+		return false;
+	ac = redisAsyncConnect(r->host, r->port);
+	if (!ac)
+		return false;
+	if (ac->err) {
+		link_down(link, ac->errstr);
+		redisAsyncFree(ac); /* no callback of ours yet */
+		return false;
+	}
+	ac->data = link;
+	if (redisLibeventAttach(ac, link->lane->base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		return false;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	link->ac = ac;
+	/* Sent ahead of everything; their failure drops the connection
+	 * before any reply that follows them is used. */
+	if (r->password && ((op = op_new(link, NULL, 0, "AUTH")) == NULL ||
+			    op_send(op, "AUTH %s", r->password)))
+		link_drop(link, "AUTH not sent");
+	if (r->db && ((op = op_new(link, NULL, 0, "SELECT")) == NULL ||
+		      op_send(op, "SELECT %d", r->db)))
+		link_drop(link, "SELECT not sent");
+	return !link->dropping;
+}
+
+static void on_reply(redisAsyncContext *ac, void *data, void *privdata)
+{
+	struct redis_op *op = privdata;
+	struct redis_link *link = op->link;
+	struct pool *pool = link->lane->pool;
+	redisReply *reply = data;
+	bool is_get = !strcmp(op->what, "GET");
+
+	pool_enter(pool, link->lane, true);
+	op_unlink(link, op);
+	if (link->dropping && ac == link->ac) {
+		reply = NULL; /* behind a failed AUTH or SELECT */
+	} else if (reply && reply->type == REDIS_REPLY_ERROR) {
+		if (is_get || !strcmp(op->what, "SET"))
+			link_warn(link, "refused %s: %s", op->what, reply->str);
+		else
+			link_drop(link, "%s refused: %s", op->what, reply->str);
+		reply = NULL;
+	} else if (reply) {
+		link_up(link);
+	}
+	if (!reply && !op->answered) {
+		if (is_get) {
+			link->missed++;
+			link->total_missed++;
+		} else if (!strcmp(op->what, "SET")) {
+			link->lost++;
+			link->total_lost++;
+		}
+	}
+	if (is_get) {
+		if (reply && reply->type == REDIS_REPLY_STRING)
+			op_answer(op, reply->str, reply->len);
+		else
+			op_answer(op, NULL, 0);
+	}
+	pool_leave(pool);
+	free(op);
+}
+
+/* Ops past their due time are answered as misses and the connection goes;
+ * so does one marked by link_drop(). */
+static void redis_timer_cb(int fd, short what, void *arg)
+{
+	struct redis_link *link = arg;
+	struct pool *pool = link->lane->pool;
+	int64_t now = now_ms();
+	redisAsyncContext *ac;
+	int late = 0;
+
+	(void)fd;
+	(void)what;
+	pool_enter(pool, link->lane, true);
+	for (struct redis_op *op = link->head; op && op->due_ms <= now;
+	     op = op->next) {
+		if (op->answered)
+			continue;
+		late++;
+		op_answer(op, NULL, 0);
+	}
+	if (late && !link->dropping)
+		snprintf(link->why, sizeof(link->why),
+			 "%d command(s) with no answer within %d ms", late,
+			 pool->redis->timeout_ms);
+	pool_leave(pool);
+
+	if (!late && !link->dropping) {
+		link_arm(link);
+		return;
+	}
+	ac = link->ac;
+	link_down(link, link->why);
+	/* Runs on_reply for each op left (a miss, a lost set). */
+	if (ac)
+		redisAsyncFree(ac);
+}
+
+/* ---- what the workers ask ----------------------------------------------- */
+
+void redis_get(struct pool_worker *w, uint64_t id, const char *key, size_t klen)
+{
+	struct redis_link *link = w->lane->redis;
+	struct redis_op *op;
+
+	if (link_ready(link) && (op = op_new(link, w, id, "GET")) &&
+	    !op_send(op, "GET %s%b", w->pool->redis->prefix, key, klen))
+		return;
+	link->missed++;
+	link->total_missed++;
+	if (supervise_kv_answer(w, id, NULL, 0))
+		dispatch_run(w->pool);
+}
+
+void redis_set(struct pool_worker *w, const char *key, size_t klen,
+	       const void *value, size_t vlen, int64_t ttl_s)
+{
+	struct redis_link *link = w->lane->redis;
+	const char *prefix = w->pool->redis->prefix;
+	struct redis_op *op;
+	int err = -EIO;
+
+	if (link_ready(link) && (op = op_new(link, NULL, 0, "SET"))) {
+		if (ttl_s > 0)
+			err = op_send(op, "SET %s%b %b EX %lld", prefix, key,
+				      klen, value, vlen, (long long)ttl_s);
+		else
+			err = op_send(op, "SET %s%b %b", prefix, key, klen,
+				      value, vlen);
+	}
+	if (err) {
+		link->lost++;
+		link->total_lost++;
+	}
+}
+
+/* W is being freed: its pending gets go unanswered. Lock held. */
+void redis_forget(struct pool_worker *w)
+{
+	struct redis_link *link = w->lane ? w->lane->redis : NULL;
+
+	for (struct redis_op *op = link ? link->head : NULL; op; op = op->next)
+		if (op->w == w)
+			op->w = NULL;
+}
+
+void redis_counts(struct pool *pool, uint64_t *missed, uint64_t *lost)
+{
+	*missed = *lost = 0;
+	for (int i = 0; pool->redis && i < pool->nlanes; i++) {
+		const struct redis_link *link = pool->lanes[i].redis;
+
+		if (link) {
+			*missed += link->total_missed;
+			*lost += link->total_lost;
+		}
+	}
+}
+
+/* pool_free: no lane's loop runs, the lock is not held. */
+void redis_stop(struct pool *pool)
+{
+	struct pool_redis *r = pool->redis;
+
+	for (int i = 0; i < pool->nlanes && pool->lanes; i++) {
+		struct redis_link *link = pool->lanes[i].redis;
+		redisAsyncContext *ac;
+
+		if (!link)
+			continue;
+		ac = link->ac;
+		link->ac = NULL;
+		if (ac)
+			redisAsyncFree(ac);
+		if (link->timer)
+			event_free(link->timer);
+		free(link);
+		pool->lanes[i].redis = NULL;
+	}
+	if (r) {
+		free(r->addr);
+		free(r->password);
+		free(r->prefix);
+		free(r);
+		pool->redis = NULL;
+	}
+}
