@@ -52,6 +52,8 @@ _CALL_FORMS = {
 _AUTH_DENIED = {"error": "Key not authorised"}
 _KEY_INACTIVE = {"error": "Key is inactive, please renew"}
 _KEY_EXPIRED = {"error": "Key has expired, please renew"}
+_RATE_EXCEEDED = {"error": "Rate limit exceeded"}
+_QUOTA_EXCEEDED = {"error": "Quota exceeded"}
 
 # Where in sys.path bundle directories go: after the hooks directory and
 # python.path (set at init).
@@ -225,7 +227,7 @@ class Visit:
     """The objects of one call, passed from hook to hook."""
 
     __slots__ = ("api", "request", "session", "metadata", "spec",
-                 "response", "reply")
+                 "response", "reply", "quota")
 
     def __init__(self, api, call):
         self.api = api
@@ -236,6 +238,7 @@ class Visit:
         resp = call.get("resp") if call.get("phase") == "response" else None
         self.response = None if resp is None else Response(resp)
         self.reply = None
+        self.quota = None  # what the client is told is left
         carried = call.get("sess") if resp is not None else None
         if carried:
             # What the request chain left in the session and metadata.
@@ -273,8 +276,34 @@ class Visit:
                 self.reply = Reply(403, _KEY_INACTIVE)
             elif 0 < self.session.expires < time.time():
                 self.reply = Reply(401, _KEY_EXPIRED)
+            else:
+                self._count_limits()
             return self.reply is not None
         return False
+
+    def _count_limits(self):
+        """Tyk's rate limit and quota check, right after auth_check (before
+        post_key_auth and post hooks): sluiced counts, the session learns
+        what is left."""
+        limits = self._limits()
+        if not limits:
+            return
+        ans = sluice._channel.limit_take(limits)
+        verdict, wait_ms = ans.get("v"), ans.get("wait_ms", -1)
+        retry = {"Retry-After": str(max(1, -(-wait_ms // 1000)))} \
+            if wait_ms >= 0 else None
+        if verdict == "rate":
+            self.reply = Reply(429, _RATE_EXCEEDED, retry)
+        elif verdict == "quota":
+            self.reply = Reply(403, _QUOTA_EXCEEDED, retry)
+        elif ans.get("remaining", -1) >= 0:
+            renews_ms = ans.get("renews_ms", -1)
+            self.session.quota_remaining = ans["remaining"]
+            self.session.quota_renews = 0 if renews_ms < 0 else \
+                int(time.time()) + -(-renews_ms // 1000)
+            self.quota = {"max": limits["quota_max"],
+                          "remaining": ans["remaining"],
+                          "reset": self.session.quota_renews}
 
     def _adopt(self, hook, r):
         if isinstance(r, tuple):
@@ -334,16 +363,13 @@ class Visit:
                 carried = self._carried()
                 if carried:
                     res["sess"] = carried
-            if self.api.has_auth:
-                limits = self._limits()
-                if limits:
-                    res["lim"] = limits
+            if self.quota:
+                res["quota"] = self.quota
         return res
 
     def _limits(self):
-        """The rate limit and quota auth_check set on the session, for
-        sluiced to count the request against (it keeps the counters of
-        every key); None when neither is set."""
+        """The rate limit and quota auth_check set on the session for the
+        key in metadata["token"]; None when neither is set."""
         s = self.session
         rate, per, quota = float(s.rate), float(s.per), int(s.quota_max)
         token = self.metadata.get("token")
@@ -431,7 +457,7 @@ class Worker:
         self.idle = None
         self.eof = False
         self.check = False
-        self.kv_next = 0
+        self.ask_next = 0
         self.sync_api = None
         self.max_rank = _LEVEL_RANK["info"]
         self.main_thread = threading.get_ident()
@@ -462,29 +488,42 @@ class Worker:
                    "ttl": int(ttl)})
 
     def kv_get(self, key):
-        """Ask sluiced and wait for the answer with our id. Messages that
-        arrive meanwhile are kept, in order, for the loop."""
+        return self.ask({"t": "kv_get", "key": str(key)}, "kv",
+                        "get_data").get("value")
+
+    def limit_take(self, limits):
+        """Count this request against LIMITS ({"key", "rate", "per",
+        "quota_max", "quota_period"}) in sluiced, which keeps every key's
+        counters: {"v": "pass"|"rate"|"quota", "wait_ms", "remaining",
+        "renews_ms"}."""
+        return self.ask(dict(limits, t="limit", api=self.current_api()),
+                        "lim", "rate limits")
+
+    def ask(self, msg, answer, what):
+        """Send MSG with a fresh id and wait for sluiced's ANSWER message
+        with that id. Messages that arrive meanwhile are kept, in order,
+        for the loop."""
         if threading.get_ident() != self.main_thread:
-            raise RuntimeError("get_data is only available in the hook's "
-                               "own thread")
+            raise RuntimeError(f"{what}: only available in the hook's own "
+                               f"thread")
         if self.eof:
             raise ConnectionError("sluiced has closed the channel")
-        self.kv_next += 1
-        kid = self.kv_next
-        self.send({"t": "kv_get", "id": kid, "key": str(key)})
+        self.ask_next += 1
+        msg["id"] = self.ask_next
+        self.send(msg)
         while True:
-            msg = _sluice.recv()
-            if msg is None:
+            got = _sluice.recv()
+            if got is None:
                 self.eof = True
                 raise ConnectionError("sluiced closed the channel")
-            if isinstance(msg, dict) and msg.get("t") == "kv":
-                if msg.get("id") == kid:
+            if isinstance(got, dict) and got.get("t") == answer:
+                if got.get("id") == msg["id"]:
                     break
                 continue  # a stale answer
-            self.backlog.append(msg)
+            self.backlog.append(got)
         if self.backlog and self.loop is not None and self.loop.is_running():
             self.loop.call_soon(self.on_readable)
-        return msg.get("value")
+        return got
 
     # ---- messages --------------------------------------------------------
 
@@ -495,7 +534,7 @@ class Worker:
                 self.on_call(msg)
             elif t == "init":
                 self.on_init(msg)
-            elif t == "kv":
+            elif t in ("kv", "lim"):
                 pass  # an answer whose asker is gone
             else:
                 self.log("warn", f"worker: unknown message {t!r} ignored")

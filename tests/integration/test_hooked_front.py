@@ -70,6 +70,16 @@ FRONT = textwrap.dedent('''
         return request, session, metadata
 
 
+    def left(request, session, spec):
+        request.add_header("X-Left", str(session.quota_remaining))
+        return request, session
+
+
+    def post_ran(request, session, spec):
+        print("post ran for", request.get_header("Authorization"))
+        return request, session
+
+
     def opaque(request, session, metadata, spec):
         metadata["token"] = "t"
         session.metadata["thing"] = Opaque()
@@ -227,6 +237,24 @@ def test_quota_headers_say_what_is_left_as_tyk_sends_them(gateway, upstream,
         200, {"Limit": ["2"], "Remaining": ["1"], "Reset": None})
     assert quota_headers(gw, "c", "two-a-minute") == (
         200, {"Limit": ["999"], "Remaining": None, "Reset": None})
+
+
+def test_limits_are_counted_before_post_key_auth_and_post_as_tyk_does(
+        gateway, upstream, tmp_path):
+    gw = gateway_with(gateway, upstream, tmp_path, {"l": {
+        "auth_check": "front.limited", "post_key_auth": ["front.left"],
+        "post": ["front.post_ran"]}})
+    seen = []
+    for _ in range(4):
+        status, _, body = gw.get("/l/echo", headers={
+            "Authorization": "k1", "X-Plan": "three-an-hour"})
+        seen.append((status, echoed(body).get("x-left")
+                     if status == 200 else json.loads(body)["error"]))
+    # The hooks after auth_check see what is left of the quota; a refused
+    # request never reaches them.
+    assert seen == [(200, "2"), (200, "1"), (200, "0"),
+                    (403, "Quota exceeded")]
+    assert gw.log().count("post ran for k1") == 3
 
 
 @pytest.mark.parametrize("hook,status,body,header", [

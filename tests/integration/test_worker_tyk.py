@@ -2,6 +2,7 @@
 auth_check metadata contract, the gateway module and bundles."""
 
 import json
+import time
 
 import pytest
 
@@ -66,9 +67,11 @@ def test_three_and_four_parameter_forms_with_metadata_merge(worker):
         ["X-Plan", "gold"], ["X-Token", "good"], ["X-Rate", "10.0"],
         ["X-Post", "1"]]
 
-    # The limits auth_check set travel to sluiced, which counts them.
-    assert res["lim"] == {"key": "good", "rate": 10.0, "per": 1.0,
-                          "quota_max": 1000, "quota_period": 0}
+    # The limits auth_check set went to sluiced, which counts them, once.
+    assert [{k: v for k, v in a.items() if k != "id"}
+            for a in w.limit_asks] == [
+        {"t": "limit", "api": "a", "key": "good", "rate": 10.0, "per": 1.0,
+         "quota_max": 1000, "quota_period": 0}]
 
 
 KEYS = """
@@ -103,17 +106,66 @@ def test_inactive_and_expired_keys_are_refused_as_tyk_does(worker, kind,
     assert res["ok"], res.get("error")
     if status is None:
         assert "reply" not in res
-        assert "lim" not in res  # no rate or quota set: nothing to count
+        assert w.limit_asks == []  # no rate or quota set: nothing to count
     else:
         assert res["reply"]["status"] == status
         assert json.loads(res["reply"]["body"]) == {"error": error}
 
 
-def test_a_quota_alone_travels_to_sluiced(worker):
+def test_a_quota_alone_is_counted_by_sluiced(worker):
     w = worker([api("a", auth_check="keys.auth")], modules={"keys": KEYS})
-    res = w.call("a", req(headers=[["X-Kind", "quota"]]))
-    assert res["lim"] == {"key": "k", "rate": 0.0, "per": 0.0,
-                          "quota_max": 5, "quota_period": 60}
+    w.call("a", req(headers=[["X-Kind", "quota"]]))
+    assert [(a["key"], a["rate"], a["per"], a["quota_max"], a["quota_period"])
+            for a in w.limit_asks] == [("k", 0.0, 0.0, 5, 60)]
+
+
+COUNTED = """
+from tyk.decorators import *
+
+@CustomKeyCheck
+def auth(request, session, metadata, spec):
+    metadata["token"] = "k"
+    session.quota_max = 5
+    session.quota_renewal_rate = 60
+    return request, session, metadata
+
+@PostKeyAuth
+def after_auth(request, session, spec):
+    request.add_header("X-Left", str(session.quota_remaining))
+    return request, session
+
+@Post
+def post(request, session, spec):
+    request.add_header("X-Renews", str(session.quota_renews))
+    return request, session
+"""
+
+
+@pytest.mark.parametrize("verdict,status,error", [
+    ("rate", 429, "Rate limit exceeded"), ("quota", 403, "Quota exceeded")])
+def test_a_refused_key_stops_before_post_key_auth_and_post(
+        worker, verdict, status, error):
+    w = worker([api("a", auth_check="c.auth", post_key_auth=["c.after_auth"],
+                    post=["c.post"])], modules={"c": COUNTED})
+    w.limit_answer = {"v": verdict, "wait_ms": 2500, "remaining": -1,
+                      "renews_ms": -1}
+    res = w.call("a", req())
+    assert res["reply"]["status"] == status
+    assert json.loads(res["reply"]["body"]) == {"error": error}
+    assert ["Retry-After", "3"] in res["reply"]["headers"]
+
+
+def test_later_hooks_see_the_quota_left_and_so_does_sluiced(worker):
+    w = worker([api("a", auth_check="c.auth", post_key_auth=["c.after_auth"],
+                    post=["c.post"])], modules={"c": COUNTED})
+    w.limit_answer = {"v": "pass", "wait_ms": -1, "remaining": 3,
+                      "renews_ms": 59500}
+    res = w.call("a", req())
+    headers = dict(res["req"]["headers"])
+    assert headers["X-Left"] == "3"
+    reset = int(headers["X-Renews"])
+    assert abs(reset - (time.time() + 60)) < 5
+    assert res["quota"] == {"max": 5, "remaining": 3, "reset": reset}
 
 
 def test_auth_check_without_token_answers_403(worker):

@@ -57,6 +57,9 @@ class Worker:
         self.kv = {}        # what kv_set stored
         self.kv_gets = []   # kv_get requests not answered automatically
         self.auto_kv = True
+        self.limit_asks = []  # "limit" messages, each answered with:
+        self.limit_answer = {"v": "pass", "wait_ms": -1, "remaining": -1,
+                             "renews_ms": -1}
         self.pending = []   # messages received while waiting for another
         self.next_id = 0
 
@@ -87,8 +90,9 @@ class Worker:
                 return msgpack.unpackb(payload, raw=False)
 
     def recv(self, timeout=5.0):
-        """Next message other than log/kv traffic, which is recorded (and
-        kv_get answered from self.kv when auto_kv)."""
+        """Next message other than log/kv/limit traffic, which is recorded
+        (kv_get answered from self.kv when auto_kv, limit with
+        self.limit_answer)."""
         if self.pending:
             return self.pending.pop(0)
         while True:
@@ -108,6 +112,9 @@ class Worker:
                            "value": self.kv.get(msg["key"])})
             else:
                 self.kv_gets.append(msg)
+        elif t == "limit":
+            self.limit_asks.append(msg)
+            self.send(dict(self.limit_answer, t="lim", id=msg["id"]))
         else:
             return False
         return True

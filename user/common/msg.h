@@ -40,6 +40,12 @@
  *       strip_listen_path).
  *   {"t":"kv", "id":uint, "value":bin|nil}
  *       Answer to kv_get.
+ *   {"t":"lim", "id":uint, "v":"pass"|"rate"|"quota", "wait_ms":int,
+ *    "remaining":int, "renews_ms":int}
+ *       Answer to limit: refused for its rate (the worker answers 429) or
+ *       its quota (403), with the wait until a request could pass (-1:
+ *       never); or passed, with the quota left after it (-1: no quota) and
+ *       the time until the quota renews (-1: never).
  *
  * worker -> sluiced
  *   {"t":"ready", "pid":int, "errors":{api_name: str},
@@ -62,17 +68,14 @@
  *          | nil,
  *    "resp":{"status":int?, "headers":[[str,str]]?, "body":bin?} | nil,
  *    "sess":SESS | nil,
- *    "lim":{"key":str, "rate":num, "per":num, "quota_max":int,
- *           "quota_period":int} | nil}
+ *    "quota":{"max":int, "remaining":int, "reset":int} | nil}
  *       SESS = {"s":{field: value}, "m":{...}}: the session's fields and the
  *       metadata as the request chain left them. Only for APIs with
  *       response hooks, only when not empty; the front keeps it as it came
  *       and hands it back in the response call.
- *       LIM: the limits auth_check set on the session for the key in
- *       metadata["token"] (Tyk's rate, per, quota_max and
- *       quota_renewal_rate), request phase only, only when one is set; the
- *       front counts the request against them (front/limit.h) before it
- *       goes on.
+ *       "quota": what is left of the key's quota after this request, as
+ *       "limit" answered it ("reset": unix seconds, 0 if it never renews),
+ *       for the client's X-RateLimit-* headers; only when a quota is set.
  *       ok=false: the hook raised; "error" is the traceback, the front
  *       applies on_error. "reply": answer the client now with this (request
  *       phase: the upstream is never contacted). Otherwise "req" (request
@@ -93,6 +96,14 @@
  *       in sluiced, shared by all workers and kept across their restarts.
  *   {"t":"kv_get", "id":uint, "key":str}
  *       TykGateway.get_data; sluiced answers with "kv" and the same id.
+ *   {"t":"limit", "id":uint, "api":str, "key":str, "rate":num, "per":num,
+ *    "quota_max":int, "quota_period":int}
+ *       Sent right after auth_check passes a key whose session sets a rate
+ *       limit or a quota (Tyk's rate, per, quota_max, quota_renewal_rate;
+ *       the key is metadata["token"]), before post_key_auth and post run,
+ *       as Tyk checks them. sluiced counts the request (front/limit.h:
+ *       counters of every key, shared by all workers) and answers "lim"
+ *       with the same id; the worker waits for it.
  */
 #ifndef SLUICE_MSG_H
 #define SLUICE_MSG_H

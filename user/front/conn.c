@@ -252,12 +252,6 @@ void conn_finish(struct conn *c)
 
 void conn_fail(struct conn *c, int status, const char *message)
 {
-	conn_fail_with(c, status, message, NULL);
-}
-
-void conn_fail_with(struct conn *c, int status, const char *message,
-		    const char *headers)
-{
 	struct evbuffer *out = stream_output(c->io);
 
 	if (c->resp_started) {
@@ -268,7 +262,7 @@ void conn_fail_with(struct conn *c, int status, const char *message,
 	if (status == 400 || status == 408 || status == 413 || status == 431 ||
 	    (!c->req_done && c->req_has_body))
 		c->close_after = true;
-	http_write_error(out, status, message, headers,
+	http_write_error(out, status, message,
 			 c->close_after || !c->keep_alive);
 	c->status = status;
 	c->resp_started = true;

@@ -141,9 +141,6 @@ void conn_drain(struct conn *c);
 
 /* Answer STATUS with a JSON error for this request only. */
 void conn_fail(struct conn *c, int status, const char *message);
-/* The same with more HEADERS (lines ending in CRLF), e.g. Retry-After. */
-void conn_fail_with(struct conn *c, int status, const char *message,
-		    const char *headers);
 /* The response is complete (or was an error): count it, then keep the
  * connection for the next request or close it. */
 void conn_finish(struct conn *c);
@@ -171,6 +168,11 @@ void hooked_body_done(struct conn *c);
 void hooked_response(struct conn *c);
 /* The X-RateLimit-* header lines for c->quota, replacing the upstream's. */
 void hooked_write_quota(struct conn *c, struct evbuffer *out);
+/* The pool's limiter (pool_set_limiter); ARG is sluiced's limits. */
+struct msgpack_object;
+struct pool_limit_verdict;
+void hooked_limit(void *arg, const char *api, const struct msgpack_object *lim,
+		  struct pool_limit_verdict *out);
 
 /* bodysplice.c */
 bool body_splice_wanted(const struct conn *c, uint64_t length);

@@ -356,32 +356,18 @@ static int64_t hook_count(double n)
 	return n > 0 ? (int64_t)(n < 1e12 ? n : 1e12) : 0;
 }
 
-/* A Retry-After header line for WAIT_MS (in whole seconds, at least one),
- * or NULL when no wait will do. */
-static const char *retry_after(char *buf, size_t len, int64_t wait_ms)
+void hooked_limit(void *arg, const char *api, const msgpack_object *lim,
+		  struct pool_limit_verdict *out)
 {
-	if (wait_ms < 0)
-		return NULL;
-	long long s = (long long)(wait_ms + 999) / 1000;
-
-	snprintf(buf, len, "Retry-After: %lld\r\n", s > 0 ? s : 1);
-	return buf;
-}
-
-/* Count the request against the limits auth_check set for its key
- * ("lim"). Returns 1 when it is refused (and answered), 0 when it may go
- * on, -1 when LIM is malformed. */
-static int over_limits(struct conn *c, const msgpack_object *lim)
-{
+	struct limits *limits = arg;
 	struct limit_spec spec = {0};
+	struct limit_state st;
 	const char *key;
 	size_t key_len;
 	double n;
-	struct limit_state st;
-	char retry[48];
 
 	if (!msg_bytes(msg_get(lim, "key"), &key, &key_len))
-		return -1;
+		return;
 	if (msg_number(msg_get(lim, "rate"), &n))
 		spec.rate = n;
 	if (msg_number(msg_get(lim, "per"), &n))
@@ -390,28 +376,33 @@ static int over_limits(struct conn *c, const msgpack_object *lim)
 		spec.quota_max = hook_count(n);
 	if (msg_number(msg_get(lim, "quota_period"), &n))
 		spec.quota_period_s = hook_count(n);
-	switch (limit_take(c->t->d->limits, c->api->name, key, key_len, &spec,
-			   now_ms(), &st)) {
+	switch (limit_take(limits, api, key, key_len, &spec, now_ms(), &st)) {
 	case LIMIT_RATE:
-		conn_fail_with(c, 429, "Rate limit exceeded",
-			       retry_after(retry, sizeof(retry), st.wait_ms));
-		return 1;
+		out->verdict = "rate";
+		break;
 	case LIMIT_QUOTA:
-		conn_fail_with(c, 403, "Quota exceeded",
-			       retry_after(retry, sizeof(retry), st.wait_ms));
-		return 1;
+		out->verdict = "quota";
+		break;
 	default:
-		if (st.quota_remaining >= 0) {
-			c->quota.max = spec.quota_max;
-			c->quota.remaining = st.quota_remaining;
-			c->quota.reset =
-			    st.quota_renews_ms < 0
-				? 0
-				: time(NULL) +
-				      (st.quota_renews_ms + 999) / 1000;
-		}
-		return 0;
+		out->verdict = "pass";
+		break;
 	}
+	out->wait_ms = st.wait_ms;
+	out->quota_remaining = st.quota_remaining;
+	out->quota_renews_ms = st.quota_renews_ms;
+}
+
+/* What the client is told is left of its quota ("quota" of a result). */
+static void keep_quota(struct conn *c, const msgpack_object *quota)
+{
+	double n;
+
+	if (msg_number(msg_get(quota, "max"), &n))
+		c->quota.max = hook_count(n);
+	if (msg_number(msg_get(quota, "remaining"), &n))
+		c->quota.remaining = hook_count(n);
+	if (msg_number(msg_get(quota, "reset"), &n))
+		c->quota.reset = hook_count(n);
 }
 
 void hooked_write_quota(struct conn *c, struct evbuffer *out)
@@ -449,13 +440,8 @@ static int apply_result(struct conn *c, enum pool_phase phase,
 		goto out;
 	}
 	if (phase == POOL_PHASE_REQUEST) {
-		int refused =
-		    (o = msg_get(root, "lim")) ? over_limits(c, o) : 0;
-
-		if (refused) {
-			err = refused < 0 ? -1 : 0;
-			goto out;
-		}
+		if ((o = msg_get(root, "quota")))
+			keep_quota(c, o);
 		if ((o = msg_get(root, "req")) && apply_request(c, o))
 			goto out;
 		if ((o = msg_get(root, "sess")) && keep_session(c, o))

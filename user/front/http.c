@@ -297,7 +297,7 @@ const char *http_reason(int status)
 }
 
 void http_write_error(struct evbuffer *out, int status, const char *message,
-		      const char *headers, bool close)
+		      bool close)
 {
 	char body[512];
 	int n = 0;
@@ -313,9 +313,8 @@ void http_write_error(struct evbuffer *out, int status, const char *message,
 			    "HTTP/1.1 %d %s\r\n"
 			    "Content-Type: application/json\r\n"
 			    "Content-Length: %d\r\n"
-			    "%s%s\r\n",
+			    "%s\r\n",
 			    status, http_reason(status), n,
-			    headers ? headers : "",
 			    close ? "Connection: close\r\n" : "");
 	evbuffer_add(out, body, n);
 }

@@ -93,10 +93,9 @@ void http_head_write_headers(const struct http_head *head,
 void http_write_body(struct evbuffer *out, const char *data, size_t len,
 		     bool chunked);
 
-/* A short JSON error response: {"error":"...","status":N}. HEADERS, if
- * not NULL, are more header lines, each ending in CRLF. */
+/* A short JSON error response: {"error":"...","status":N}. */
 void http_write_error(struct evbuffer *out, int status, const char *message,
-		      const char *headers, bool close);
+		      bool close);
 const char *http_reason(int status);
 
 #endif

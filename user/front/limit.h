@@ -4,8 +4,9 @@
  * The hook sets session.rate and session.per (RATE requests every PER
  * seconds) and session.quota_max and session.quota_renewal_rate (QUOTA_MAX
  * requests in each period of that many seconds), and names the key in
- * metadata["token"]; the worker passes these on with its result ("lim" in
- * common/msg.h) and the front asks here before it forwards the request.
+ * metadata["token"]; right after that hook the worker asks sluiced ("limit"
+ * in common/msg.h) and the pool's limiter (hooked_limit) asks here, before
+ * post_key_auth and post run.
  * Counters are kept per API and key, in sluiced's memory: shared by the
  * front threads and every worker, lost at restart.
  */

@@ -25,6 +25,7 @@
 #include "common/privs.h"
 #include "common/rules.h"
 #include "front/admin.h"
+#include "front/conn.h"
 #include "front/limit.h"
 #include "front/relay.h"
 #include "front/sluiced.h"
@@ -150,11 +151,15 @@ static void start_pool(struct sluiced *d, struct rules *rules)
 
 	for (int i = 0; lanes && i < d->thread_count; i++)
 		lanes[n++] = d->threads[i].base;
-	d->pool =
+	struct pool *pool =
 	    pool_start(d->base, lanes, n, rules, d->worker_path, d->hooks_dir);
+
 	free(lanes);
-	if (d->pool)
-		pool_watch_workers(d->pool, on_worker, d);
+	if (pool) {
+		pool_set_limiter(pool, hooked_limit, d->limits);
+		pool_watch_workers(pool, on_worker, d);
+	}
+	d->pool = pool;
 }
 
 /* ---- reload and signals ------------------------------------------------- */

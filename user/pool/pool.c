@@ -231,6 +231,14 @@ void pool_watch_workers(struct pool *pool, pool_worker_fn fn, void *arg)
 	pool_leave(pool);
 }
 
+void pool_set_limiter(struct pool *pool, pool_limit_fn fn, void *arg)
+{
+	pool_enter(pool, NULL, false);
+	pool->limit_fn = fn;
+	pool->limit_arg = arg;
+	pool_leave(pool);
+}
+
 /* The old generation steps down: called when the first worker of the new
  * one is ready. Calls of APIs that the new rules no longer hook cannot run
  * anywhere after this. */

@@ -117,6 +117,23 @@ typedef void (*pool_worker_fn)(void *arg, int pid, int state, const char *api,
 			       uint64_t calls);
 void pool_watch_workers(struct pool *pool, pool_worker_fn fn, void *arg);
 
+/* Optional: FN counts a request against the rate limit and quota an
+ * auth_check set for its key, when the worker asks right after that hook
+ * ("limit" in common/msg.h; LIM is that message), and fills *OUT. It runs
+ * on the thread that reads the worker, with the pool lock held: it must not
+ * call into the pool. Without one, every request passes. */
+struct msgpack_object;
+struct pool_limit_verdict {
+	const char *verdict;	 /* "pass", "rate" or "quota" */
+	int64_t wait_ms;	 /* refused: until one could pass; -1: never */
+	int64_t quota_remaining; /* after this request; -1: none counted */
+	int64_t quota_renews_ms; /* from now; -1: never */
+};
+typedef void (*pool_limit_fn)(void *arg, const char *api,
+			      const struct msgpack_object *lim,
+			      struct pool_limit_verdict *out);
+void pool_set_limiter(struct pool *pool, pool_limit_fn fn, void *arg);
+
 /* `sluiced -t`: start one worker for RULES, wait for "ready", and report
  * every import error as "FILE: api NAME: traceback" on stderr. Returns 0
  * when all modules import. */

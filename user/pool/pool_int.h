@@ -189,6 +189,8 @@ struct pool {
 
 	pool_worker_fn watch_fn;
 	void *watch_arg;
+	pool_limit_fn limit_fn;
+	void *limit_arg;
 
 	uint64_t next_id;
 	int crash_streak;
@@ -282,6 +284,8 @@ int wire_encode_init(const struct rules *rules, bool check,
 size_t wire_encode_call_head(char *buf, size_t cap, uint64_t id);
 int wire_encode_kv(msgpack_sbuffer *sb, uint64_t id, const void *value,
 		   size_t len);
+int wire_encode_lim(msgpack_sbuffer *sb, uint64_t id,
+		    const struct pool_limit_verdict *v);
 int wire_queue(struct wire_out **head, struct wire_out **tail,
 	       const struct iovec *iov, int iovcnt);
 int wire_flush(int fd, struct wire_out **head, struct wire_out **tail);

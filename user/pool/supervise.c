@@ -864,25 +864,28 @@ static void on_kv_set(struct pool_worker *w, const msgpack_object *msg)
 		       wire_int(msg_get(msg, "ttl"), 0));
 }
 
-/* Answer W's get number ID with VALUE (NULL: none). True when W broke on
+/* Send W the answer encoded in SB, and destroy SB. True when W broke on
  * it and was given up (its calls fail: run the dispatch again). */
+static bool worker_answer(struct pool_worker *w, msgpack_sbuffer *sb)
+{
+	struct iovec iov = {sb->data, sb->size};
+	bool lost = false;
+
+	if (w->state != WORKER_CLOSED && worker_send(w, &iov, 1)) {
+		supervise_lost(w, "send-failed");
+		lost = true;
+	}
+	msgpack_sbuffer_destroy(sb);
+	return lost;
+}
+
+/* Answer W's get number ID with VALUE (NULL: none); see worker_answer. */
 bool supervise_kv_answer(struct pool_worker *w, uint64_t id, const void *value,
 			 size_t len)
 {
 	msgpack_sbuffer sb;
-	struct iovec iov;
-	bool lost = false;
 
-	if (w->state == WORKER_CLOSED || wire_encode_kv(&sb, id, value, len))
-		return false;
-	iov.iov_base = sb.data;
-	iov.iov_len = sb.size;
-	if (worker_send(w, &iov, 1)) {
-		supervise_lost(w, "send-failed");
-		lost = true;
-	}
-	msgpack_sbuffer_destroy(&sb);
-	return lost;
+	return !wire_encode_kv(&sb, id, value, len) && worker_answer(w, &sb);
 }
 
 static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
@@ -900,6 +903,22 @@ static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
 		value = kv_get(w->pool->kv, key, klen, &vlen);
 		supervise_kv_answer(w, id, value, vlen);
 	}
+}
+
+/* The worker asks whether its request may go on after auth_check. */
+static void on_limit(struct pool_worker *w, const msgpack_object *msg)
+{
+	struct pool *pool = w->pool;
+	struct pool_limit_verdict v = {"pass", -1, -1, -1};
+	char *api = wire_strdup(msg_get(msg, "api"));
+	msgpack_sbuffer sb;
+
+	if (pool->limit_fn && api)
+		pool->limit_fn(pool->limit_arg, api, msg, &v);
+	free(api);
+	if (!wire_encode_lim(&sb, (uint64_t)wire_int(msg_get(msg, "id"), 0),
+			     &v))
+		worker_answer(w, &sb);
 }
 
 static void on_message(struct pool_worker *w, const char *raw, size_t len)
@@ -926,6 +945,8 @@ static void on_message(struct pool_worker *w, const char *raw, size_t len)
 		on_kv_get(w, &up.data);
 	else if (msg_is(t, "kv_set"))
 		on_kv_set(w, &up.data);
+	else if (msg_is(t, "limit"))
+		on_limit(w, &up.data);
 	else if (msg_is(t, "ready"))
 		on_ready(w, &up.data);
 	else

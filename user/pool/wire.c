@@ -143,18 +143,26 @@ size_t wire_encode_call_head(char *buf, size_t cap, uint64_t id)
 	return len;
 }
 
+/* Start an answer of type T to the worker's question ID: a map of N
+ * entries, "t" and "id" among them. */
+static void answer_begin(msgpack_sbuffer *sb, msgpack_packer *pk, int n,
+			 const char *t, uint64_t id)
+{
+	msgpack_sbuffer_init(sb);
+	msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+	msgpack_pack_map(pk, n);
+	pack_cstr(pk, "t");
+	pack_cstr(pk, t);
+	pack_cstr(pk, "id");
+	msgpack_pack_uint64(pk, id);
+}
+
 int wire_encode_kv(msgpack_sbuffer *sb, uint64_t id, const void *value,
 		   size_t len)
 {
 	msgpack_packer pk;
 
-	msgpack_sbuffer_init(sb);
-	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 3);
-	pack_cstr(&pk, "t");
-	pack_cstr(&pk, "kv");
-	pack_cstr(&pk, "id");
-	msgpack_pack_uint64(&pk, id);
+	answer_begin(sb, &pk, 3, "kv", id);
 	pack_cstr(&pk, "value");
 	if (value) {
 		msgpack_pack_bin(&pk, len);
@@ -162,6 +170,23 @@ int wire_encode_kv(msgpack_sbuffer *sb, uint64_t id, const void *value,
 	} else {
 		msgpack_pack_nil(&pk);
 	}
+	return sb->data ? 0 : -ENOMEM;
+}
+
+int wire_encode_lim(msgpack_sbuffer *sb, uint64_t id,
+		    const struct pool_limit_verdict *v)
+{
+	msgpack_packer pk;
+
+	answer_begin(sb, &pk, 6, "lim", id);
+	pack_cstr(&pk, "v");
+	pack_cstr(&pk, v->verdict);
+	pack_cstr(&pk, "wait_ms");
+	msgpack_pack_int64(&pk, v->wait_ms);
+	pack_cstr(&pk, "remaining");
+	msgpack_pack_int64(&pk, v->quota_remaining);
+	pack_cstr(&pk, "renews_ms");
+	msgpack_pack_int64(&pk, v->quota_renews_ms);
 	return sb->data ? 0 : -ENOMEM;
 }
 
