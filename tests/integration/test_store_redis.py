@@ -1,4 +1,5 @@
-"""store_data/get_data against a real Redis (python.store.redis).
+"""store_data/get_data, and quotas, against a real Redis
+(python.store.redis).
 
 Each test starts its own redis-server on a free loopback port (no disk,
 no persistence) and stops it at the end; a tiny RESP client looks at what
@@ -16,7 +17,8 @@ import time
 import pytest
 
 from conftest import SLOW, free_port
-from pool_helpers import echoed, fd_kinds, hooked_rules, post, wait_pool
+from pool_helpers import (echoed, fd_kinds, hooked_rules, post, wait_pool,
+                          write_hooks)
 
 REDIS = shutil.which("redis-server")
 
@@ -249,3 +251,63 @@ def test_a_stalled_redis_is_a_miss_after_timeout_ms(
     # The dropped connections are closed: one per lane (threads: 2) at
     # most is connected to Redis's port.
     assert fd_kinds(gw.pid, gw.port, r.port)["upstream"] <= 2
+
+
+QUOTA = """
+from tyk.decorators import *
+
+@CustomKeyCheck
+def auth(request, session, metadata, spec):
+    metadata["token"] = request.get_header("Authorization")
+    session.quota_max = 3
+    session.quota_renewal_rate = 3600
+    return request, session, metadata
+"""
+
+
+def quota_gateway(gateway, upstream, redis, tmp_path, name):
+    write_hooks(tmp_path, "qt", QUOTA)
+    gw = gateway(hooked_rules(tmp_path, upstream, {
+        "q": {"auth_check": "qt.auth"}},
+        store={"redis": "127.0.0.1:%d" % redis.port}), name=name)
+    wait_pool(gw)
+    return gw
+
+
+def quota_call(gw, key):
+    """Status, X-RateLimit-Remaining and Retry-After of one call."""
+    status, headers, _ = gw.get("/q/echo", headers={"Authorization": key})
+    return (status, headers.get("X-RateLimit-Remaining"),
+            headers.get("Retry-After"))
+
+
+def test_quotas_are_counted_in_redis_for_every_gateway_and_restart(
+        gateway, upstream, redis, tmp_path):
+    r = redis()
+    first = quota_gateway(gateway, upstream, r, tmp_path, "first")
+    second = quota_gateway(gateway, upstream, r, tmp_path, "second")
+    calls = [quota_call(gw, "k1") for gw in (first, second, first, second)]
+    assert [c[:2] for c in calls] == [(200, "2"), (200, "1"), (200, "0"),
+                                      (403, None)]
+    assert 3590 <= int(calls[3][2]) <= 3600
+    assert r.cmd("GET", "sluice-quota:q:k1") == "4"
+    assert 3590 <= r.cmd("TTL", "sluice-quota:q:k1") <= 3600
+
+    # A restarted gateway does not hand the key a fresh quota.
+    first.stop()
+    second.stop()
+    third = quota_gateway(gateway, upstream, r, tmp_path, "third")
+    assert quota_call(third, "k1")[0] == 403
+    assert quota_call(third, "k2")[:2] == (200, "2")
+
+
+def test_a_quota_passes_uncounted_while_redis_is_down(
+        gateway, upstream, redis, tmp_path):
+    r = redis()
+    gw = quota_gateway(gateway, upstream, r, tmp_path, "q")
+    assert quota_call(gw, "k1")[:2] == (200, "2")
+    r.stop()
+    # A quota that cannot be counted does not refuse (fails open).
+    for _ in range(4):
+        assert quota_call(gw, "k1") == (200, None, None)
+    assert gw.wait_log(" down (")

@@ -356,7 +356,7 @@ static int64_t hook_count(double n)
 }
 
 void hooked_limit(void *arg, const char *api, const msgpack_object *lim,
-		  struct pool_limit_verdict *out)
+		  bool count_quota, struct pool_limit_verdict *out)
 {
 	struct limits *limits = arg;
 	struct limit_spec spec = {0};
@@ -375,6 +375,10 @@ void hooked_limit(void *arg, const char *api, const msgpack_object *lim,
 		spec.quota_max = hook_count(n);
 	if (msg_number(msg_get(lim, "quota_period"), &n))
 		spec.quota_period_s = hook_count(n);
+	out->quota_max = spec.quota_max;
+	out->quota_period_s = spec.quota_period_s;
+	if (!count_quota)
+		spec.quota_max = 0;
 	switch (limit_take(limits, api, key, key_len, &spec, now_ms(), &st)) {
 	case LIMIT_RATE:
 		out->verdict = "rate";

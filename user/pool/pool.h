@@ -16,6 +16,7 @@
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -119,19 +120,23 @@ void pool_watch_workers(struct pool *pool, pool_worker_fn fn, void *arg);
 
 /* Optional: FN counts a request against the rate limit and quota an
  * auth_check set for its key, when the worker asks right after that hook
- * ("limit" in common/msg.h; LIM is that message), and fills *OUT. It runs
- * on the thread that reads the worker, with the pool lock held: it must not
- * call into the pool. Without one, every request passes. */
+ * ("limit" in common/msg.h; LIM is that message), and fills *OUT; the
+ * quota only when COUNT_QUOTA (with python.store.redis the pool counts it
+ * in Redis, from OUT's quota_max and quota_period_s). FN runs on the thread
+ * that reads the worker, with the pool lock held: it must not call into
+ * the pool. Without one, every request passes. */
 struct msgpack_object;
 struct pool_limit_verdict {
 	const char *verdict;	 /* "pass", "rate" or "quota" */
 	int64_t wait_ms;	 /* refused: until one could pass; -1: never */
 	int64_t quota_remaining; /* after this request; -1: none counted */
 	int64_t quota_renews_ms; /* from now; -1: never */
+	int64_t quota_max;	 /* the key's quota as the hook set it */
+	int64_t quota_period_s;
 };
 typedef void (*pool_limit_fn)(void *arg, const char *api,
 			      const struct msgpack_object *lim,
-			      struct pool_limit_verdict *out);
+			      bool count_quota, struct pool_limit_verdict *out);
 void pool_set_limiter(struct pool *pool, pool_limit_fn fn, void *arg);
 
 /* `sluiced -t`: start one worker for RULES, wait for "ready", and report

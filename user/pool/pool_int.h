@@ -277,6 +277,8 @@ int worker_process_start(const char *worker_path, const char *hooks_dir,
 int worker_send(struct pool_worker *w, const struct iovec *iov, int iovcnt);
 bool supervise_kv_answer(struct pool_worker *w, uint64_t id, const void *value,
 			 size_t len);
+bool supervise_lim_answer(struct pool_worker *w, uint64_t id,
+			  const struct pool_limit_verdict *v);
 
 /* wire.c */
 int wire_encode_init(const struct rules *rules, bool check,
@@ -318,6 +320,8 @@ void redis_get(struct pool_worker *w, uint64_t id, const char *key,
 	       size_t klen);
 void redis_set(struct pool_worker *w, const char *key, size_t klen,
 	       const void *value, size_t vlen, int64_t ttl_s);
+void redis_quota(struct pool_worker *w, uint64_t id, const char *api,
+		 const char *key, size_t klen, int64_t max, int64_t period_s);
 void redis_forget(struct pool_worker *w);
 void redis_counts(struct pool *pool, uint64_t *missed, uint64_t *lost);
 

@@ -1,4 +1,5 @@
-/* The Redis backend of store_data/get_data, when python.store.redis is set.
+/* The Redis backend of store_data/get_data, and of the quotas auth_check
+ * hooks set, when python.store.redis is set.
  *
  * Each lane keeps its own connection, run by hiredis on the lane's event
  * base: a worker's get is sent and answered on the thread that reads that
@@ -9,13 +10,14 @@
  * with the lock held.
  *
  * Every command sent is an op on its link's list, oldest first (Redis
- * answers in order), and every get is answered exactly once: by its reply,
- * by the end of its connection (a miss), or by the link's timer when no
- * reply came within timeout_ms (a miss). A command that late means a
- * server stalled or gone, and the rest would queue behind it: the
- * connection is dropped then. With no connection, one is tried at most once
- * a second, on use; meanwhile gets are misses and sets are lost, counted,
- * and reported when the server answers again.
+ * answers in order), and every question a worker waits on (a get, a quota
+ * count) is answered exactly once: by its reply, by the end of its
+ * connection, or by the link's timer when no reply came within timeout_ms
+ * (a miss; a pass). A command that late means a server stalled or gone,
+ * and the rest would queue behind it: the connection is dropped then. With
+ * no connection, one is tried at most once a second, on use; meanwhile gets
+ * are misses, quotas pass and sets are lost, counted, and reported when the
+ * server answers again.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,15 +38,35 @@
 #define REDIS_RETRY_MS	    1000
 #define REDIS_WARN_EVERY_MS 10000
 
+/* Count one request against a quota, atomically: the count after it and
+ * the milliseconds until the quota renews (-1: never). The period starts
+ * with the first request (and again once the key has expired). */
+#define QUOTA_SCRIPT                                                           \
+	"local n = redis.call('INCR', KEYS[1]) "                               \
+	"local ttl = redis.call('PTTL', KEYS[1]) "                             \
+	"if ttl < 0 and tonumber(ARGV[1]) > 0 then "                           \
+	"redis.call('EXPIRE', KEYS[1], ARGV[1]) "                              \
+	"ttl = tonumber(ARGV[1]) * 1000 end "                                  \
+	"return {n, ttl}"
+
+enum op_kind {
+	OP_GET,	  /* get_data: answered with "kv" */
+	OP_QUOTA, /* a quota count: answered with "lim" */
+	OP_SET,	  /* store_data: nobody waits */
+	OP_SETUP, /* AUTH, SELECT: their failure drops the connection */
+};
+
 /* One command waiting for its reply. */
 struct redis_op {
 	struct redis_op *next;
 	struct redis_link *link;
-	struct pool_worker *w; /* the asker of a get; NULL: a set, or gone */
-	uint64_t id;
+	enum op_kind kind;
+	const char *what;      /* the command, for logs */
+	struct pool_worker *w; /* who waits (GET, QUOTA); NULL once gone */
+	uint64_t id;	       /* of the worker's question */
+	int64_t quota_max;
 	int64_t due_ms;
 	bool answered;
-	const char *what; /* "GET", "SET", "AUTH", "SELECT" */
 };
 
 /* A lane's connection. Its fields are touched only on the lane's thread
@@ -134,8 +156,9 @@ static void link_arm(struct redis_link *link)
 	evtimer_add(link->timer, &tv);
 }
 
-static struct redis_op *op_new(struct redis_link *link, struct pool_worker *w,
-			       uint64_t id, const char *what)
+static struct redis_op *op_new(struct redis_link *link, enum op_kind kind,
+			       const char *what, struct pool_worker *w,
+			       uint64_t id)
 {
 	struct pool_redis *r = link->lane->pool->redis;
 	struct redis_op *op = calloc(1, sizeof(*op));
@@ -143,9 +166,10 @@ static struct redis_op *op_new(struct redis_link *link, struct pool_worker *w,
 	if (!op)
 		return NULL;
 	op->link = link;
+	op->kind = kind;
+	op->what = what;
 	op->w = w;
 	op->id = id;
-	op->what = what;
 	op->due_ms = now_ms() + r->timeout_ms;
 	if (link->tail)
 		link->tail->next = op;
@@ -170,18 +194,64 @@ static void op_unlink(struct redis_link *link, struct redis_op *op)
 		link->tail = prev;
 }
 
-/* Answer OP's worker with VALUE (NULL: a miss), once. Lock held. */
-static void op_answer(struct redis_op *op, const void *value, size_t len)
+/* What a quota count's REPLY means; without one (Redis failed), the
+ * request passes uncounted: a Redis outage must not refuse every key. */
+static void quota_verdict(const redisReply *reply, int64_t max,
+			  struct pool_limit_verdict *v)
 {
-	struct redis_link *link = op->link;
+	long long n, ttl;
+
+	*v = (struct pool_limit_verdict){"pass", -1, -1, -1, 0, 0};
+	if (!reply || reply->type != REDIS_REPLY_ARRAY ||
+	    reply->elements != 2 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER ||
+	    reply->element[1]->type != REDIS_REPLY_INTEGER)
+		return;
+	n = reply->element[0]->integer;
+	ttl = reply->element[1]->integer;
+	v->quota_renews_ms = ttl >= 0 ? ttl : -1;
+	v->quota_remaining = n < max ? max - n : 0;
+	if (n > max) {
+		v->verdict = "quota";
+		v->wait_ms = v->quota_renews_ms;
+	}
+}
+
+/* Answer OP's worker from REPLY (NULL: Redis did not answer), once. Lock
+ * held. */
+static void op_answer(struct redis_op *op, const redisReply *reply)
+{
+	struct pool_limit_verdict v;
+	bool hit, lost;
 
 	if (op->answered)
 		return;
 	op->answered = true;
 	if (!op->w)
 		return;
-	if (supervise_kv_answer(op->w, op->id, value, len))
-		dispatch_run(link->lane->pool);
+	if (op->kind == OP_QUOTA) {
+		quota_verdict(reply, op->quota_max, &v);
+		lost = supervise_lim_answer(op->w, op->id, &v);
+	} else {
+		hit = reply && reply->type == REDIS_REPLY_STRING;
+		lost =
+		    supervise_kv_answer(op->w, op->id, hit ? reply->str : NULL,
+					hit ? reply->len : 0);
+	}
+	if (lost)
+		dispatch_run(op->link->lane->pool);
+}
+
+/* OP got no usable answer: count what that cost. */
+static void op_failed(struct redis_link *link, const struct redis_op *op)
+{
+	if (op->kind == OP_SET) {
+		link->lost++;
+		link->total_lost++;
+	} else if (op->kind != OP_SETUP) {
+		link->missed++;
+		link->total_missed++;
+	}
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -326,11 +396,13 @@ static bool link_ready(struct redis_link *link)
 	link->ac = ac;
 	/* Sent ahead of everything; their failure drops the connection
 	 * before any reply that follows them is used. */
-	if (r->password && ((op = op_new(link, NULL, 0, "AUTH")) == NULL ||
-			    op_send(op, "AUTH %s", r->password)))
+	if (r->password &&
+	    ((op = op_new(link, OP_SETUP, "AUTH", NULL, 0)) == NULL ||
+	     op_send(op, "AUTH %s", r->password)))
 		link_drop(link, "AUTH not sent");
-	if (r->db && ((op = op_new(link, NULL, 0, "SELECT")) == NULL ||
-		      op_send(op, "SELECT %d", r->db)))
+	if (r->db &&
+	    ((op = op_new(link, OP_SETUP, "SELECT", NULL, 0)) == NULL ||
+	     op_send(op, "SELECT %d", r->db)))
 		link_drop(link, "SELECT not sent");
 	return !link->dropping;
 }
@@ -341,36 +413,23 @@ static void on_reply(redisAsyncContext *ac, void *data, void *privdata)
 	struct redis_link *link = op->link;
 	struct pool *pool = link->lane->pool;
 	redisReply *reply = data;
-	bool is_get = !strcmp(op->what, "GET");
 
 	pool_enter(pool, link->lane, true);
 	op_unlink(link, op);
 	if (link->dropping && ac == link->ac) {
 		reply = NULL; /* behind a failed AUTH or SELECT */
 	} else if (reply && reply->type == REDIS_REPLY_ERROR) {
-		if (is_get || !strcmp(op->what, "SET"))
-			link_warn(link, "refused %s: %s", op->what, reply->str);
-		else
+		if (op->kind == OP_SETUP)
 			link_drop(link, "%s refused: %s", op->what, reply->str);
+		else
+			link_warn(link, "refused %s: %s", op->what, reply->str);
 		reply = NULL;
 	} else if (reply) {
 		link_up(link);
 	}
-	if (!reply && !op->answered) {
-		if (is_get) {
-			link->missed++;
-			link->total_missed++;
-		} else if (!strcmp(op->what, "SET")) {
-			link->lost++;
-			link->total_lost++;
-		}
-	}
-	if (is_get) {
-		if (reply && reply->type == REDIS_REPLY_STRING)
-			op_answer(op, reply->str, reply->len);
-		else
-			op_answer(op, NULL, 0);
-	}
+	if (!reply && !op->answered)
+		op_failed(link, op);
+	op_answer(op, reply);
 	pool_leave(pool);
 	free(op);
 }
@@ -393,7 +452,8 @@ static void redis_timer_cb(int fd, short what, void *arg)
 		if (op->answered)
 			continue;
 		late++;
-		op_answer(op, NULL, 0);
+		op_failed(link, op);
+		op_answer(op, NULL);
 	}
 	if (late && !link->dropping)
 		snprintf(link->why, sizeof(link->why),
@@ -414,18 +474,42 @@ static void redis_timer_cb(int fd, short what, void *arg)
 
 /* ---- what the workers ask ----------------------------------------------- */
 
+/* W's question ID could not go to Redis: answer it now (a miss, a pass). */
+static void ask_unsent(struct redis_link *link, enum op_kind kind,
+		       struct pool_worker *w, uint64_t id)
+{
+	struct redis_op op = {.link = link, .kind = kind, .w = w, .id = id};
+
+	op_failed(link, &op);
+	op_answer(&op, NULL);
+}
+
 void redis_get(struct pool_worker *w, uint64_t id, const char *key, size_t klen)
 {
 	struct redis_link *link = w->lane->redis;
 	struct redis_op *op;
 
-	if (link_ready(link) && (op = op_new(link, w, id, "GET")) &&
+	if (link_ready(link) && (op = op_new(link, OP_GET, "GET", w, id)) &&
 	    !op_send(op, "GET %s%b", w->pool->redis->prefix, key, klen))
 		return;
-	link->missed++;
-	link->total_missed++;
-	if (supervise_kv_answer(w, id, NULL, 0))
-		dispatch_run(w->pool);
+	ask_unsent(link, OP_GET, w, id);
+}
+
+void redis_quota(struct pool_worker *w, uint64_t id, const char *api,
+		 const char *key, size_t klen, int64_t max, int64_t period_s)
+{
+	struct redis_link *link = w->lane->redis;
+	struct redis_op *op;
+
+	if (link_ready(link) &&
+	    (op = op_new(link, OP_QUOTA, "quota count", w, id))) {
+		op->quota_max = max;
+		if (!op_send(op, "EVAL %s 1 sluice-quota:%s:%b %lld",
+			     QUOTA_SCRIPT, api, key, klen,
+			     (long long)(period_s > 0 ? period_s : 0)))
+			return;
+	}
+	ask_unsent(link, OP_QUOTA, w, id);
 }
 
 void redis_set(struct pool_worker *w, const char *key, size_t klen,
@@ -436,7 +520,7 @@ void redis_set(struct pool_worker *w, const char *key, size_t klen,
 	struct redis_op *op;
 	int err = -EIO;
 
-	if (link_ready(link) && (op = op_new(link, NULL, 0, "SET"))) {
+	if (link_ready(link) && (op = op_new(link, OP_SET, "SET", NULL, 0))) {
 		if (ttl_s > 0)
 			err = op_send(op, "SET %s%b %b EX %lld", prefix, key,
 				      klen, value, vlen, (long long)ttl_s);

@@ -218,8 +218,9 @@ void pool_metrics(struct pool *pool, struct evbuffer *out)
 
 		redis_counts(pool, &missed, &lost);
 		metrics_counter(out, "sluice_store_redis_missed_total",
-				"get_data answered as a miss because Redis "
-				"was unreachable, refused or late.",
+				"get_data answered as a miss, or a quota "
+				"passed uncounted, because Redis was "
+				"unreachable, refused or late.",
 				missed);
 		metrics_counter(out, "sluice_store_redis_lost_total",
 				"store_data calls lost because Redis was "

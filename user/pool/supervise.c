@@ -888,6 +888,15 @@ bool supervise_kv_answer(struct pool_worker *w, uint64_t id, const void *value,
 	return !wire_encode_kv(&sb, id, value, len) && worker_answer(w, &sb);
 }
 
+/* Answer W's limit question ID with V; see worker_answer. */
+bool supervise_lim_answer(struct pool_worker *w, uint64_t id,
+			  const struct pool_limit_verdict *v)
+{
+	msgpack_sbuffer sb;
+
+	return !wire_encode_lim(&sb, id, v) && worker_answer(w, &sb);
+}
+
 static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
 {
 	uint64_t id = (uint64_t)wire_int(msg_get(msg, "id"), 0);
@@ -905,20 +914,28 @@ static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
 	}
 }
 
-/* The worker asks whether its request may go on after auth_check. */
+/* The worker asks whether its request may go on after auth_check. The
+ * rate is counted here; the quota too, or in Redis when the store is
+ * there (it must outlive sluiced and be shared by every gateway). */
 static void on_limit(struct pool_worker *w, const msgpack_object *msg)
 {
 	struct pool *pool = w->pool;
-	struct pool_limit_verdict v = {"pass", -1, -1, -1};
+	struct pool_limit_verdict v = {"pass", -1, -1, -1, 0, 0};
+	uint64_t id = (uint64_t)wire_int(msg_get(msg, "id"), 0);
 	char *api = wire_strdup(msg_get(msg, "api"));
-	msgpack_sbuffer sb;
+	const char *key;
+	size_t klen;
 
 	if (pool->limit_fn && api)
-		pool->limit_fn(pool->limit_arg, api, msg, &v);
+		pool->limit_fn(pool->limit_arg, api, msg, !pool->redis, &v);
+	if (pool->redis && api && v.quota_max > 0 &&
+	    !strcmp(v.verdict, "pass") &&
+	    msg_bytes(msg_get(msg, "key"), &key, &klen))
+		redis_quota(w, id, api, key, klen, v.quota_max,
+			    v.quota_period_s);
+	else
+		supervise_lim_answer(w, id, &v);
 	free(api);
-	if (!wire_encode_lim(&sb, (uint64_t)wire_int(msg_get(msg, "id"), 0),
-			     &v))
-		worker_answer(w, &sb);
 }
 
 static void on_message(struct pool_worker *w, const char *raw, size_t len)
