@@ -156,7 +156,7 @@ class Gateway:
         if check:
             log = self.log()
             for marker in ("AddressSanitizer", "LeakSanitizer",
-                           "runtime error:"):
+                           "ThreadSanitizer", "runtime error:"):
                 assert marker not in log, "sanitizer report:\n" + log[-6000:]
         return self.proc.returncode
 
