@@ -8,6 +8,8 @@ sluiced wrote. The hooks are pool_helpers' `put` (store_data("shared",
 miss).
 """
 
+import json
+import os
 import shutil
 import signal
 import socket
@@ -16,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, free_port
+from conftest import BUILD, SLOW, free_port
 from pool_helpers import (echoed, fd_kinds, hooked_rules, post, wait_pool,
                           write_hooks)
 
@@ -311,3 +313,32 @@ def test_a_quota_passes_uncounted_while_redis_is_down(
     for _ in range(4):
         assert quota_call(gw, "k1") == (200, None, None)
     assert gw.wait_log(" down (")
+
+
+def test_check_mode_warns_when_redis_does_not_answer(upstream, redis,
+                                                     tmp_path):
+    r = redis(args=["--requirepass", "s3cret"])
+
+    def check(**store):
+        rules = store_rules(tmp_path, upstream, r, **store)
+        rules.update({"listen": ["127.0.0.1:9"], "bpf": {"splice": "pipe"}})
+        path = tmp_path / "check.yaml"
+        path.write_text(json.dumps(rules))
+        return subprocess.run(
+            [os.path.join(BUILD, "sluiced"), "-t", "-c", str(path)],
+            capture_output=True, text=True, timeout=60)
+
+    ok = check(password="s3cret")
+    assert ok.returncode == 0 and "warning" not in ok.stderr, ok.stderr
+    # Another server's state: a warning that says what will happen, and
+    # the rules are still good.
+    wrong = check(password="wrong")
+    assert wrong.returncode == 0
+    assert ("check.yaml: warning: python.store.redis 127.0.0.1:%d: AUTH "
+            "refused: WRONGPASS" % r.port) in wrong.stderr, wrong.stderr
+    assert "get_data misses, store_data is lost and quotas pass" \
+        in wrong.stderr
+    r.stop()
+    down = check(password="s3cret")
+    assert down.returncode == 0
+    assert "cannot connect: Connection refused" in down.stderr, down.stderr

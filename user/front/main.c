@@ -318,12 +318,23 @@ static int open_access_log(struct sluiced *d)
 	return 0;
 }
 
+/* `sluiced -t`. A Redis that does not answer is a warning, not an error:
+ * it is the state of another server, and sluiced runs without it. */
 static int check_only(struct rules *rules, struct sluiced *d)
 {
+	const struct rules_store *store = &rules->python.store;
+	char why[256];
 	int rc = 0;
 
 	if (rules->has_middleware)
 		rc = pool_check_imports(rules, d->worker_path, d->hooks_dir);
+	if (rules->has_middleware && store->has_redis &&
+	    pool_check_store(store, why, sizeof(why)))
+		fprintf(stderr,
+			"%s: warning: python.store.redis %s: %s; until it "
+			"answers, get_data misses, store_data is lost and "
+			"quotas pass\n",
+			rules->file, store->redis.text, why);
 	if (rc == 0)
 		printf("%s: ok (%zu APIs)\n", rules->file, rules->api_count);
 	rules_unref(rules);

@@ -139,6 +139,11 @@ typedef void (*pool_limit_fn)(void *arg, const char *api,
 			      bool count_quota, struct pool_limit_verdict *out);
 void pool_set_limiter(struct pool *pool, pool_limit_fn fn, void *arg);
 
+/* `sluiced -t`: whether the Redis of python.store answers now; if not,
+ * why in WHY. */
+struct rules_store;
+int pool_check_store(const struct rules_store *conf, char *why, size_t len);
+
 /* `sluiced -t`: start one worker for RULES, wait for "ready", and report
  * every import error as "FILE: api NAME: traceback" on stderr. Returns 0
  * when all modules import. */

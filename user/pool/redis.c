@@ -100,6 +100,20 @@ struct pool_redis {
 
 static void redis_timer_cb(int fd, short what, void *arg);
 
+/* hiredis takes a host and a port: CONF's address as numbers (no lookup
+ * that could block). The port sits at the same place in sockaddr_in and
+ * sockaddr_in6. */
+static int store_host_port(const struct rules_store *conf,
+			   char host[INET6_ADDRSTRLEN], int *port)
+{
+	*port = ntohs(((const struct sockaddr_in *)&conf->redis.sa)->sin_port);
+	if (getnameinfo((const struct sockaddr *)&conf->redis.sa,
+			conf->redis.sa_len, host, INET6_ADDRSTRLEN, NULL, 0,
+			NI_NUMERICHOST))
+		return -EINVAL;
+	return 0;
+}
+
 int redis_start(struct pool *pool, const struct rules_store *conf)
 {
 	struct pool_redis *r = calloc(1, sizeof(*r));
@@ -107,12 +121,8 @@ int redis_start(struct pool *pool, const struct rules_store *conf)
 	if (!r)
 		return -ENOMEM;
 	pool->redis = r;
-	if (getnameinfo((const struct sockaddr *)&conf->redis.sa,
-			conf->redis.sa_len, r->host, sizeof(r->host), NULL, 0,
-			NI_NUMERICHOST))
+	if (store_host_port(conf, r->host, &r->port))
 		return -EINVAL;
-	r->port =
-	    ntohs(((const struct sockaddr_in *)&conf->redis.sa)->sin_port);
 	r->addr = strdup(conf->redis.text);
 	r->prefix = strdup(conf->prefix);
 	r->password = conf->password ? strdup(conf->password) : NULL;
@@ -584,4 +594,61 @@ void redis_stop(struct pool *pool)
 		free(r);
 		pool->redis = NULL;
 	}
+}
+
+/* ---- sluiced -t ------------------------------------------------------- */
+
+/* One command of the probe: false, with why in WHY, when it fails. */
+static bool probe_step(redisContext *c, const char *step, char *why, size_t len,
+		       const char *fmt, ...)
+{
+	redisReply *reply;
+	va_list ap;
+	bool ok;
+
+	va_start(ap, fmt);
+	reply = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	ok = reply && reply->type != REDIS_REPLY_ERROR;
+	if (!ok) {
+		size_t n = snprintf(why, len, "%s %s: %s", step,
+				    reply ? "refused" : "failed",
+				    reply ? reply->str : c->errstr);
+
+		if (n > 0 && n < len && why[n - 1] == '.')
+			why[n - 1] = '\0'; /* the caller's sentence goes on */
+	}
+	freeReplyObject(reply);
+	return ok;
+}
+
+/* Whether CONF's Redis answers now, as a connection starts (AUTH, SELECT,
+ * then PING), waiting at most timeout_ms for each step; if not, why in
+ * WHY. */
+int pool_check_store(const struct rules_store *conf, char *why, size_t len)
+{
+	struct timeval tv = {conf->timeout_ms / 1000,
+			     (conf->timeout_ms % 1000) * 1000};
+	char host[INET6_ADDRSTRLEN];
+	redisContext *c;
+	int port;
+	bool ok;
+
+	if (store_host_port(conf, host, &port))
+		return -EINVAL;
+	c = redisConnectWithTimeout(host, port, tv);
+	if (!c || c->err) {
+		snprintf(why, len, "cannot connect: %s",
+			 c ? c->errstr : "out of memory");
+		redisFree(c);
+		return -ECONNREFUSED;
+	}
+	redisSetTimeout(c, tv);
+	ok = (!conf->password ||
+	      probe_step(c, "AUTH", why, len, "AUTH %s", conf->password)) &&
+	     (!conf->db ||
+	      probe_step(c, "SELECT", why, len, "SELECT %d", conf->db)) &&
+	     probe_step(c, "PING", why, len, "PING");
+	redisFree(c);
+	return ok ? 0 : -EIO;
 }
