@@ -164,6 +164,21 @@ def test_data_lands_in_redis_under_tyks_prefix_with_its_ttl(
     assert "store: redis=127.0.0.1:%d db=0" % r.port in gw.log()
 
 
+def test_a_reload_keeps_the_store_and_says_so(gateway, upstream, redis,
+                                              tmp_path):
+    r = redis()
+    gw = gateway(store_rules(tmp_path, upstream, r))
+    wait_pool(gw)
+    post(gw, "/put/echo")
+    gw.rules["python"]["store"]["db"] = 3
+    gw.write_rules(gw.rules)
+    gw.send_signal(signal.SIGHUP)
+    assert gw.wait_log("reloaded rules=")
+    assert "reload: python.store changes only on restart" in gw.log()
+    assert got(gw).startswith("from-")  # still db 0
+    assert r.cmd("DBSIZE", db=3) == 0
+
+
 def test_two_gateways_share_it_and_it_outlives_them(
         gateway, upstream, redis, tmp_path):
     r = redis()

@@ -196,7 +196,8 @@ int sluiced_reload(struct sluiced *d, char *err, size_t err_len)
 	    next->threads != d->rules->threads)
 		log_warn("reload: listen addresses, admin and threads change "
 			 "only on restart; other changes apply now");
-	if (!same_store(&d->rules->python.store, &next->python.store))
+	if (d->pool &&
+	    !same_store(&d->rules->python.store, &next->python.store))
 		log_warn("reload: python.store changes only on restart");
 	for (size_t i = 0; i < next->api_count; i++)
 		stats_slot(next->apis[i].name);
