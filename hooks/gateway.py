@@ -34,3 +34,12 @@ class TykGateway:
     def log_error(*args: Any) -> None:
         """Log the arguments, joined by spaces, as an error."""
         sluice.log(" ".join(str(a) for a in args), "error")
+
+    @staticmethod
+    def trigger_event(name: str, payload: Any) -> None:
+        """Tyk hands the event to its event handlers; sluice has none, so
+        the event is logged, for a plugin that fires events to run as it
+        is."""
+        if isinstance(payload, (bytes, bytearray)):
+            payload = bytes(payload).decode("utf-8", "replace")
+        sluice.log(f"event {name}: {payload}", "info")

@@ -199,6 +199,7 @@ def test_gateway_store_get_log(worker):
         missing = tyk.get_data("absent")
         tyk.log("got " + got.decode(), "warning")
         tyk.log_error("missing is", repr(missing))
+        tyk.trigger_event("KeyUsed", '{"key": "k"}')
         request.add_header("X-Got", got.decode())
         return request, session
     """
@@ -212,6 +213,8 @@ def test_gateway_store_get_log(worker):
         in w.logs
     assert {"t": "log", "level": "error", "api": "a",
             "msg": "missing is b''"} in w.logs
+    assert {"t": "log", "level": "info", "api": "a",
+            "msg": 'event KeyUsed: {"key": "k"}'} in w.logs
 
 
 MANIFEST = {
