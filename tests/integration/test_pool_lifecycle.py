@@ -159,6 +159,8 @@ def test_store_data_is_shared_by_workers_and_outlives_them(
     wait_pool(gw)
     _, _, body = post(gw, "/put/echo")
     writer = echoed(body)["x-worker-pid"]
+    store = pool(gw)["store"]
+    assert (store["kind"], store["entries"]) == ("memory", 1)
 
     # Read from the other worker: hold the writer with a parallel call
     # until a read lands elsewhere.

@@ -236,10 +236,15 @@ def test_redis_down_means_misses_at_once_then_it_recovers(
         assert got(gw) == "none"
         assert time.monotonic() - start < 1.0 * SLOW
     assert gw.wait_log(" down (")
+    store = gw.status()["pool"]["store"]
+    assert (store["kind"], store["addr"], store["links"]) == (
+        "redis", "127.0.0.1:%d" % r.port, 2)
+    assert store["links_down"] >= 1 and store["missed"] >= 4
 
     r.start()
     wait_back(gw)  # a connection is tried at most once a second
     assert gw.wait_log("answers again")
+    assert gw.status()["pool"]["store"]["links_down"] == 0
     _, body = gw.admin("/metrics")
     missed = [line for line in body.decode().splitlines()
               if line.startswith("sluice_store_redis_missed_total ")]

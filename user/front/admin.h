@@ -22,7 +22,10 @@
  *            "apis":{NAME:{"inflight":int, "queued":int,
  *                          "rejected":int, "timeouts":int,
  *                          "errors":int, "status":"ok"|str}},
- *            "spawned":int, "killed":int, "recycled":int} | null,
+ *            "spawned":int, "killed":int, "recycled":int,
+ *            "store":{"kind":"memory", "entries":int, "bytes":int} |
+ *                    {"kind":"redis", "addr":str, "links":int,
+ *                     "links_down":int, "missed":int, "lost":int}} | null,
  *    "bpf":{"loaded":bool, "splice":str, "reason":str|null,
  *           "spliced_bytes":{NAME:int},
  *           "edge":[{"port":int, "passed":int, "dropped":int}]}}

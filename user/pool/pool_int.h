@@ -323,6 +323,13 @@ void redis_set(struct pool_worker *w, const char *key, size_t klen,
 void redis_quota(struct pool_worker *w, uint64_t id, const char *api,
 		 const char *key, size_t klen, int64_t max, int64_t period_s);
 void redis_forget(struct pool_worker *w);
-void redis_counts(struct pool *pool, uint64_t *missed, uint64_t *lost);
+/* For /status and /metrics; the lock held. A link is down from a failure
+ * until Redis answers again; one never used counts as up. */
+struct redis_counts {
+	int links, links_down;
+	uint64_t missed, lost;
+};
+void redis_counts(struct pool *pool, struct redis_counts *out);
+const char *redis_addr(const struct pool *pool);
 
 #endif

@@ -82,6 +82,7 @@ struct redis_link {
 	struct redis_op *head, *tail;
 	int64_t retry_ms;
 	int64_t down_ms;       /* since when it is down; 0: up */
+	bool down;	       /* the same, for /status (atomic) */
 	bool answered;	       /* Redis ever answered on this link */
 	uint64_t missed, lost; /* since down_ms */
 	uint64_t total_missed, total_lost;
@@ -295,6 +296,7 @@ static void link_down(struct redis_link *link, const char *why)
 	if (link->down_ms)
 		return;
 	link->down_ms = now_ms();
+	__atomic_store_n(&link->down, true, __ATOMIC_RELAXED);
 	link->missed = link->lost = 0;
 	log_warn("store: redis=%s lane=%d down (%s): get_data misses and "
 		 "store_data is lost until it answers",
@@ -318,6 +320,7 @@ static void link_up(struct redis_link *link)
 		 (unsigned long long)link->missed,
 		 (unsigned long long)link->lost);
 	link->down_ms = 0;
+	__atomic_store_n(&link->down, false, __ATOMIC_RELAXED);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -554,17 +557,25 @@ void redis_forget(struct pool_worker *w)
 			op->w = NULL;
 }
 
-void redis_counts(struct pool *pool, uint64_t *missed, uint64_t *lost)
+void redis_counts(struct pool *pool, struct redis_counts *out)
 {
-	*missed = *lost = 0;
+	*out = (struct redis_counts){0};
 	for (int i = 0; pool->redis && i < pool->nlanes; i++) {
-		const struct redis_link *link = pool->lanes[i].redis;
+		struct redis_link *link = pool->lanes[i].redis;
 
-		if (link) {
-			*missed += link->total_missed;
-			*lost += link->total_lost;
-		}
+		if (!link)
+			continue;
+		out->links++;
+		out->links_down +=
+		    __atomic_load_n(&link->down, __ATOMIC_RELAXED);
+		out->missed += link->total_missed;
+		out->lost += link->total_lost;
 	}
+}
+
+const char *redis_addr(const struct pool *pool)
+{
+	return pool->redis->addr;
 }
 
 /* pool_free: no lane's loop runs, the lock is not held. */

@@ -87,6 +87,30 @@ static void status_apis(struct pool *pool, struct evbuffer *out)
 	evbuffer_add_printf(out, "}");
 }
 
+/* Where store_data goes, and how that is going. */
+static void status_store(struct pool *pool, struct evbuffer *out)
+{
+	struct redis_counts rc;
+
+	if (!pool->redis) {
+		evbuffer_add_printf(
+		    out,
+		    "\"store\":{\"kind\":\"memory\",\"entries\":%zu,"
+		    "\"bytes\":%zu}",
+		    kv_count(pool->kv), kv_bytes(pool->kv));
+		return;
+	}
+	redis_counts(pool, &rc);
+	/* The address is the rules' host:port, no quote in it. */
+	evbuffer_add_printf(out,
+			    "\"store\":{\"kind\":\"redis\",\"addr\":\"%s\","
+			    "\"links\":%d,\"links_down\":%d,\"missed\":%llu,"
+			    "\"lost\":%llu}",
+			    redis_addr(pool), rc.links, rc.links_down,
+			    (unsigned long long)rc.missed,
+			    (unsigned long long)rc.lost);
+}
+
 void pool_status_json(struct pool *pool, struct evbuffer *out)
 {
 	int queued = 0;
@@ -102,10 +126,12 @@ void pool_status_json(struct pool *pool, struct evbuffer *out)
 	status_apis(pool, out);
 	evbuffer_add_printf(out,
 			    ",\"spawned\":%llu,\"killed\":%llu,"
-			    "\"recycled\":%llu}",
+			    "\"recycled\":%llu,",
 			    (unsigned long long)pool->spawned,
 			    (unsigned long long)pool->killed,
 			    (unsigned long long)pool->recycled);
+	status_store(pool, out);
+	evbuffer_add_printf(out, "}");
 	pool_leave(pool);
 }
 
@@ -214,18 +240,18 @@ void pool_metrics(struct pool *pool, struct evbuffer *out)
 	    "sluice_kv_bytes %zu\n",
 	    kv_count(pool->kv), kv_bytes(pool->kv));
 	if (pool->redis) {
-		uint64_t missed, lost;
+		struct redis_counts rc;
 
-		redis_counts(pool, &missed, &lost);
+		redis_counts(pool, &rc);
 		metrics_counter(out, "sluice_store_redis_missed_total",
 				"get_data answered as a miss, or a quota "
 				"passed uncounted, because Redis was "
 				"unreachable, refused or late.",
-				missed);
+				rc.missed);
 		metrics_counter(out, "sluice_store_redis_lost_total",
 				"store_data calls lost because Redis was "
 				"unreachable, refused or late.",
-				lost);
+				rc.lost);
 	}
 	pool_leave(pool);
 }
