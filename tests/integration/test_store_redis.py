@@ -275,30 +275,34 @@ def test_a_stalled_redis_is_a_miss_after_timeout_ms(
     assert fd_kinds(gw.pid, gw.port, r.port)["upstream"] <= 2
 
 
-QUOTA = """
+LIMITED = """
 from tyk.decorators import *
 
 @CustomKeyCheck
 def auth(request, session, metadata, spec):
     metadata["token"] = request.get_header("Authorization")
-    session.quota_max = 3
-    session.quota_renewal_rate = 3600
+    if request.get_header("X-Plan") == "rate":
+        session.rate, session.per = 2, 60
+    else:
+        session.quota_max = 3
+        session.quota_renewal_rate = 3600
     return request, session, metadata
 """
 
 
-def quota_gateway(gateway, upstream, redis, tmp_path, name):
-    write_hooks(tmp_path, "qt", QUOTA)
+def limit_gateway(gateway, upstream, redis, tmp_path, name, **store):
+    write_hooks(tmp_path, "lt", LIMITED)
+    store["redis"] = "127.0.0.1:%d" % redis.port
     gw = gateway(hooked_rules(tmp_path, upstream, {
-        "q": {"auth_check": "qt.auth"}},
-        store={"redis": "127.0.0.1:%d" % redis.port}), name=name)
+        "q": {"auth_check": "lt.auth"}}, store=store), name=name)
     wait_pool(gw)
     return gw
 
 
-def quota_call(gw, key):
+def limit_call(gw, key, plan="quota"):
     """Status, X-RateLimit-Remaining and Retry-After of one call."""
-    status, headers, _ = gw.get("/q/echo", headers={"Authorization": key})
+    status, headers, _ = gw.get("/q/echo", headers={"Authorization": key,
+                                                    "X-Plan": plan})
     return (status, headers.get("X-RateLimit-Remaining"),
             headers.get("Retry-After"))
 
@@ -306,9 +310,9 @@ def quota_call(gw, key):
 def test_quotas_are_counted_in_redis_for_every_gateway_and_restart(
         gateway, upstream, redis, tmp_path):
     r = redis()
-    first = quota_gateway(gateway, upstream, r, tmp_path, "first")
-    second = quota_gateway(gateway, upstream, r, tmp_path, "second")
-    calls = [quota_call(gw, "k1") for gw in (first, second, first, second)]
+    first = limit_gateway(gateway, upstream, r, tmp_path, "first")
+    second = limit_gateway(gateway, upstream, r, tmp_path, "second")
+    calls = [limit_call(gw, "k1") for gw in (first, second, first, second)]
     assert [c[:2] for c in calls] == [(200, "2"), (200, "1"), (200, "0"),
                                       (403, None)]
     assert 3590 <= int(calls[3][2]) <= 3600
@@ -318,21 +322,49 @@ def test_quotas_are_counted_in_redis_for_every_gateway_and_restart(
     # A restarted gateway does not hand the key a fresh quota.
     first.stop()
     second.stop()
-    third = quota_gateway(gateway, upstream, r, tmp_path, "third")
-    assert quota_call(third, "k1")[0] == 403
-    assert quota_call(third, "k2")[:2] == (200, "2")
+    third = limit_gateway(gateway, upstream, r, tmp_path, "third")
+    assert limit_call(third, "k1")[0] == 403
+    assert limit_call(third, "k2")[:2] == (200, "2")
 
 
 def test_a_quota_passes_uncounted_while_redis_is_down(
         gateway, upstream, redis, tmp_path):
     r = redis()
-    gw = quota_gateway(gateway, upstream, r, tmp_path, "q")
-    assert quota_call(gw, "k1")[:2] == (200, "2")
+    gw = limit_gateway(gateway, upstream, r, tmp_path, "q")
+    assert limit_call(gw, "k1")[:2] == (200, "2")
     r.stop()
     # A quota that cannot be counted does not refuse (fails open).
     for _ in range(4):
-        assert quota_call(gw, "k1") == (200, None, None)
+        assert limit_call(gw, "k1") == (200, None, None)
     assert gw.wait_log(" down (")
+
+
+def test_shared_rates_are_counted_in_redis_for_every_gateway(
+        gateway, upstream, redis, tmp_path):
+    r = redis()
+    first = limit_gateway(gateway, upstream, r, tmp_path, "first",
+                          shared_rates=True)
+    second = limit_gateway(gateway, upstream, r, tmp_path, "second",
+                           shared_rates=True)
+    calls = [limit_call(gw, "k1", "rate")
+             for gw in (first, second, first, second)]
+    # Two a minute for both together; the next token in 30 s.
+    assert [c[0] for c in calls] == [200, 200, 429, 429]
+    assert 25 <= int(calls[2][2]) <= 30
+    assert 0 < r.cmd("PTTL", "sluice-rate:q:k1") <= 60000
+    assert limit_call(second, "k2", "rate")[0] == 200
+
+
+def test_without_shared_rates_each_gateway_counts_its_own(
+        gateway, upstream, redis, tmp_path):
+    r = redis()
+    first = limit_gateway(gateway, upstream, r, tmp_path, "first")
+    second = limit_gateway(gateway, upstream, r, tmp_path, "second")
+    assert [limit_call(first, "k1", "rate")[0] for _ in range(3)] == [
+        200, 200, 429]
+    assert [limit_call(second, "k1", "rate")[0] for _ in range(3)] == [
+        200, 200, 429]
+    assert r.cmd("EXISTS", "sluice-rate:q:k1") == 0
 
 
 def test_check_mode_warns_when_redis_does_not_answer(upstream, redis,

@@ -575,7 +575,7 @@ static const char full_yaml[] =
     "  max_rss_mb: 256\n"
     "  timeout_ms: 750\n"
     "  store: {redis: \"127.0.0.1:6390\", db: 3, password: s3cret, "
-    "prefix: \"\", timeout_ms: 250}\n"
+    "prefix: \"\", timeout_ms: 250, shared_rates: true}\n"
     "access_log: {path: \"-\", format: combined}\n"
     "apis:\n"
     "  - name: catalog\n"
@@ -671,6 +671,7 @@ static void test_full_file_top_level(void **state)
 	assert_string_equal(r->python.store.password, "s3cret");
 	assert_string_equal(r->python.store.prefix, "");
 	assert_int_equal(r->python.store.timeout_ms, 250);
+	assert_true(r->python.store.shared_rates);
 	assert_string_equal(r->access_log.path, "-");
 	assert_int_equal(r->access_log.format, RULES_LOG_COMBINED);
 	assert_int_equal(r->api_count, 4);
@@ -786,6 +787,7 @@ static void test_defaults_of_a_minimal_file(void **state)
 	assert_false(r->python.store.has_redis);
 	assert_string_equal(r->python.store.prefix, "coprocess-data:");
 	assert_int_equal(r->python.store.timeout_ms, 1000);
+	assert_false(r->python.store.shared_rates);
 	assert_null(r->access_log.path);
 	assert_int_equal(r->access_log.format, RULES_LOG_JSON);
 	assert_false(r->apis[0].strip_listen_path);

@@ -1644,6 +1644,7 @@ static const struct key store_keys[] = {
     KEY("password", key_string, ST(password)),
     KEY("prefix", key_any_string, ST(prefix)),
     KEY_RANGE("timeout_ms", key_int, ST(timeout_ms), 1, INT_MAX),
+    KEY("shared_rates", key_bool, ST(shared_rates)),
     KEY_END,
 };
 

@@ -138,10 +138,11 @@ struct rules_bpf {
 struct rules_store {
 	struct rules_addr redis;
 	bool has_redis;
-	int db;		/* 0 */
-	char *password; /* NULL: no AUTH */
-	char *prefix;	/* "coprocess-data:", as Tyk's */
-	int timeout_ms; /* 1000 */
+	int db;		   /* 0 */
+	char *password;	   /* NULL: no AUTH */
+	char *prefix;	   /* "coprocess-data:", as Tyk's */
+	int timeout_ms;	   /* 1000 */
+	bool shared_rates; /* rate limits in Redis too */
 };
 
 struct rules_python {

@@ -172,7 +172,8 @@ void hooked_write_quota(struct conn *c, struct evbuffer *out);
 struct msgpack_object;
 struct pool_limit_verdict;
 void hooked_limit(void *arg, const char *api, const struct msgpack_object *lim,
-		  bool count_quota, struct pool_limit_verdict *out);
+		  bool count_rate, bool count_quota,
+		  struct pool_limit_verdict *out);
 
 /* bodysplice.c */
 bool body_splice_wanted(const struct conn *c, uint64_t length);

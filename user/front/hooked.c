@@ -356,7 +356,8 @@ static int64_t hook_count(double n)
 }
 
 void hooked_limit(void *arg, const char *api, const msgpack_object *lim,
-		  bool count_quota, struct pool_limit_verdict *out)
+		  bool count_rate, bool count_quota,
+		  struct pool_limit_verdict *out)
 {
 	struct limits *limits = arg;
 	struct limit_spec spec = {0};
@@ -375,8 +376,12 @@ void hooked_limit(void *arg, const char *api, const msgpack_object *lim,
 		spec.quota_max = hook_count(n);
 	if (msg_number(msg_get(lim, "quota_period"), &n))
 		spec.quota_period_s = hook_count(n);
+	out->rate = spec.rate;
+	out->per = spec.per;
 	out->quota_max = spec.quota_max;
 	out->quota_period_s = spec.quota_period_s;
+	if (!count_rate)
+		spec.rate = spec.per = 0;
 	if (!count_quota)
 		spec.quota_max = 0;
 	switch (limit_take(limits, api, key, key_len, &spec, now_ms(), &st)) {

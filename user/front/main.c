@@ -176,6 +176,7 @@ static bool same_store(const struct rules_store *a, const struct rules_store *b)
 {
 	return a->has_redis == b->has_redis && a->db == b->db &&
 	       a->timeout_ms == b->timeout_ms &&
+	       a->shared_rates == b->shared_rates &&
 	       !strcmp(a->redis.text, b->redis.text) &&
 	       !strcmp(a->prefix, b->prefix) &&
 	       !strcmp(a->password ? a->password : "",

@@ -120,9 +120,10 @@ void pool_watch_workers(struct pool *pool, pool_worker_fn fn, void *arg);
 
 /* Optional: FN counts a request against the rate limit and quota an
  * auth_check set for its key, when the worker asks right after that hook
- * ("limit" in common/msg.h; LIM is that message), and fills *OUT; the
- * quota only when COUNT_QUOTA (with python.store.redis the pool counts it
- * in Redis, from OUT's quota_max and quota_period_s). FN runs on the thread
+ * ("limit" in common/msg.h; LIM is that message), and fills *OUT: the rate
+ * only when COUNT_RATE, the quota only when COUNT_QUOTA (with
+ * python.store.redis the pool counts the quota, and with shared_rates the
+ * rate, in Redis, from what OUT says the hook set). FN runs on the thread
  * that reads the worker, with the pool lock held: it must not call into
  * the pool. Without one, every request passes. */
 struct msgpack_object;
@@ -131,11 +132,12 @@ struct pool_limit_verdict {
 	int64_t wait_ms;	 /* refused: until one could pass; -1: never */
 	int64_t quota_remaining; /* after this request; -1: none counted */
 	int64_t quota_renews_ms; /* from now; -1: never */
-	int64_t quota_max;	 /* the key's quota as the hook set it */
-	int64_t quota_period_s;
+	/* The limits as the hook set them. */
+	double rate, per;
+	int64_t quota_max, quota_period_s;
 };
 typedef void (*pool_limit_fn)(void *arg, const char *api,
-			      const struct msgpack_object *lim,
+			      const struct msgpack_object *lim, bool count_rate,
 			      bool count_quota, struct pool_limit_verdict *out);
 void pool_set_limiter(struct pool *pool, pool_limit_fn fn, void *arg);
 

@@ -320,8 +320,12 @@ void redis_get(struct pool_worker *w, uint64_t id, const char *key,
 	       size_t klen);
 void redis_set(struct pool_worker *w, const char *key, size_t klen,
 	       const void *value, size_t vlen, int64_t ttl_s);
-void redis_quota(struct pool_worker *w, uint64_t id, const char *api,
-		 const char *key, size_t klen, int64_t max, int64_t period_s);
+/* Count W's request ID of KEY on API against LIMITS' rate (if any is
+ * set) and quota in Redis, and answer W. */
+void redis_limit(struct pool_worker *w, uint64_t id, const char *api,
+		 const char *key, size_t klen,
+		 const struct pool_limit_verdict *limits);
+bool redis_counts_rates(const struct pool *pool);
 void redis_forget(struct pool_worker *w);
 /* For /status and /metrics; the lock held. A link is down from a failure
  * until Redis answers again; one never used counts as up. */

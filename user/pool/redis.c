@@ -38,20 +38,42 @@
 #define REDIS_RETRY_MS	    1000
 #define REDIS_WARN_EVERY_MS 10000
 
-/* Count one request against a quota, atomically: the count after it and
- * the milliseconds until the quota renews (-1: never). The period starts
- * with the first request (and again once the key has expired). */
-#define QUOTA_SCRIPT                                                           \
-	"local n = redis.call('INCR', KEYS[1]) "                               \
-	"local ttl = redis.call('PTTL', KEYS[1]) "                             \
-	"if ttl < 0 and tonumber(ARGV[1]) > 0 then "                           \
-	"redis.call('EXPIRE', KEYS[1], ARGV[1]) "                              \
-	"ttl = tonumber(ARGV[1]) * 1000 end "                                  \
-	"return {n, ttl}"
+/* Count one request against a key's limits, atomically, for every
+ * gateway: KEYS[1] holds the rate's theoretical arrival time (GCRA, the
+ * token bucket of front/limit.c: ARGV[1] ms per token, ARGV[2] tokens at
+ * most; no rate when ARGV[1] is 0), KEYS[2] the quota's count (ARGV[3] a
+ * period, ARGV[4] seconds; none when ARGV[3] is 0), which starts with the
+ * period's first request and expires with it. Returns {verdict (0 pass,
+ * 1 rate, 2 quota), wait ms, quota left, ms until the quota renews}, -1
+ * for none. TIME makes the script non-deterministic: its effects are what
+ * replicates. */
+#define LIMIT_SCRIPT                                                           \
+	"redis.replicate_commands() "                                          \
+	"local t = redis.call('TIME') "                                        \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / "     \
+	"1000) "                                                               \
+	"local T = tonumber(ARGV[1]) "                                         \
+	"if T > 0 then "                                                       \
+	"local tau = T * (tonumber(ARGV[2]) - 1) "                             \
+	"local tat = tonumber(redis.call('GET', KEYS[1])) or now "             \
+	"if tat < now then tat = now end "                                     \
+	"if tat - now > tau then "                                             \
+	"return {1, math.ceil(tat - tau - now), -1, -1} end "                  \
+	"redis.call('SET', KEYS[1], tostring(tat + T), 'PX', "                 \
+	"math.ceil(tat + T - now)) end "                                       \
+	"local max = tonumber(ARGV[3]) "                                       \
+	"if max <= 0 then return {0, -1, -1, -1} end "                         \
+	"local n = redis.call('INCR', KEYS[2]) "                               \
+	"local ttl = redis.call('PTTL', KEYS[2]) "                             \
+	"if ttl < 0 and tonumber(ARGV[4]) > 0 then "                           \
+	"redis.call('EXPIRE', KEYS[2], ARGV[4]) "                              \
+	"ttl = tonumber(ARGV[4]) * 1000 end "                                  \
+	"if n > max then return {2, ttl, 0, ttl} end "                         \
+	"return {0, -1, max - n, ttl}"
 
 enum op_kind {
 	OP_GET,	  /* get_data: answered with "kv" */
-	OP_QUOTA, /* a quota count: answered with "lim" */
+	OP_LIMIT, /* a rate and quota count: answered with "lim" */
 	OP_SET,	  /* store_data: nobody waits */
 	OP_SETUP, /* AUTH, SELECT: their failure drops the connection */
 };
@@ -62,9 +84,8 @@ struct redis_op {
 	struct redis_link *link;
 	enum op_kind kind;
 	const char *what;      /* the command, for logs */
-	struct pool_worker *w; /* who waits (GET, QUOTA); NULL once gone */
+	struct pool_worker *w; /* who waits (GET, LIMIT); NULL once gone */
 	uint64_t id;	       /* of the worker's question */
-	int64_t quota_max;
 	int64_t due_ms;
 	bool answered;
 };
@@ -97,6 +118,7 @@ struct pool_redis {
 	char *password;
 	char *prefix;
 	int timeout_ms;
+	bool shared_rates;
 };
 
 static void redis_timer_cb(int fd, short what, void *arg);
@@ -129,6 +151,7 @@ int redis_start(struct pool *pool, const struct rules_store *conf)
 	r->password = conf->password ? strdup(conf->password) : NULL;
 	r->db = conf->db;
 	r->timeout_ms = conf->timeout_ms;
+	r->shared_rates = conf->shared_rates;
 	if (!r->addr || !r->prefix || (conf->password && !r->password))
 		return -ENOMEM;
 	for (int i = 0; i < pool->nlanes; i++) {
@@ -205,27 +228,27 @@ static void op_unlink(struct redis_link *link, struct redis_op *op)
 		link->tail = prev;
 }
 
-/* What a quota count's REPLY means; without one (Redis failed), the
+/* What a limit count's REPLY means; without one (Redis failed), the
  * request passes uncounted: a Redis outage must not refuse every key. */
-static void quota_verdict(const redisReply *reply, int64_t max,
-			  struct pool_limit_verdict *v)
+static void limit_verdict(const redisReply *reply, struct pool_limit_verdict *v)
 {
-	long long n, ttl;
+	static const char *const verdicts[] = {"pass", "rate", "quota"};
+	long long n[4];
 
-	*v = (struct pool_limit_verdict){"pass", -1, -1, -1, 0, 0};
-	if (!reply || reply->type != REDIS_REPLY_ARRAY ||
-	    reply->elements != 2 ||
-	    reply->element[0]->type != REDIS_REPLY_INTEGER ||
-	    reply->element[1]->type != REDIS_REPLY_INTEGER)
+	*v = (struct pool_limit_verdict){"pass", -1, -1, -1, 0, 0, 0, 0};
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
 		return;
-	n = reply->element[0]->integer;
-	ttl = reply->element[1]->integer;
-	v->quota_renews_ms = ttl >= 0 ? ttl : -1;
-	v->quota_remaining = n < max ? max - n : 0;
-	if (n > max) {
-		v->verdict = "quota";
-		v->wait_ms = v->quota_renews_ms;
+	for (int i = 0; i < 4; i++) {
+		if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+			return;
+		n[i] = reply->element[i]->integer;
 	}
+	if (n[0] < 0 || n[0] > 2)
+		return;
+	v->verdict = verdicts[n[0]];
+	v->wait_ms = n[1] >= 0 ? n[1] : -1;
+	v->quota_remaining = n[2] >= 0 ? n[2] : -1;
+	v->quota_renews_ms = n[3] >= 0 ? n[3] : -1;
 }
 
 /* Answer OP's worker from REPLY (NULL: Redis did not answer), once. Lock
@@ -240,8 +263,8 @@ static void op_answer(struct redis_op *op, const redisReply *reply)
 	op->answered = true;
 	if (!op->w)
 		return;
-	if (op->kind == OP_QUOTA) {
-		quota_verdict(reply, op->quota_max, &v);
+	if (op->kind == OP_LIMIT) {
+		limit_verdict(reply, &v);
 		lost = supervise_lim_answer(op->w, op->id, &v);
 	} else {
 		hit = reply && reply->type == REDIS_REPLY_STRING;
@@ -508,21 +531,34 @@ void redis_get(struct pool_worker *w, uint64_t id, const char *key, size_t klen)
 	ask_unsent(link, OP_GET, w, id);
 }
 
-void redis_quota(struct pool_worker *w, uint64_t id, const char *api,
-		 const char *key, size_t klen, int64_t max, int64_t period_s)
+bool redis_counts_rates(const struct pool *pool)
+{
+	return pool->redis && pool->redis->shared_rates;
+}
+
+void redis_limit(struct pool_worker *w, uint64_t id, const char *api,
+		 const char *key, size_t klen,
+		 const struct pool_limit_verdict *limits)
 {
 	struct redis_link *link = w->lane->redis;
+	bool rated = limits->rate > 0 && limits->per > 0;
+	double ms_per_token = rated ? limits->per * 1000.0 / limits->rate : 0;
+	double tokens = limits->rate < 1 ? 1 : limits->rate;
 	struct redis_op *op;
 
 	if (link_ready(link) &&
-	    (op = op_new(link, OP_QUOTA, "quota count", w, id))) {
-		op->quota_max = max;
-		if (!op_send(op, "EVAL %s 1 sluice-quota:%s:%b %lld",
-			     QUOTA_SCRIPT, api, key, klen,
-			     (long long)(period_s > 0 ? period_s : 0)))
-			return;
-	}
-	ask_unsent(link, OP_QUOTA, w, id);
+	    (op = op_new(link, OP_LIMIT, "limit count", w, id)) &&
+	    !op_send(op,
+		     "EVAL %s 2 sluice-rate:%s:%b sluice-quota:%s:%b %.17g "
+		     "%.17g %lld %lld",
+		     LIMIT_SCRIPT, api, key, klen, api, key, klen, ms_per_token,
+		     tokens,
+		     (long long)(limits->quota_max > 0 ? limits->quota_max : 0),
+		     (long long)(limits->quota_period_s > 0
+				     ? limits->quota_period_s
+				     : 0)))
+		return;
+	ask_unsent(link, OP_LIMIT, w, id);
 }
 
 void redis_set(struct pool_worker *w, const char *key, size_t klen,

@@ -915,24 +915,28 @@ static void on_kv_get(struct pool_worker *w, const msgpack_object *msg)
 }
 
 /* The worker asks whether its request may go on after auth_check. The
- * rate is counted here; the quota too, or in Redis when the store is
- * there (it must outlive sluiced and be shared by every gateway). */
+ * front's limiter counts the rate and the quota; with the store in Redis,
+ * the quota is counted there (it must outlive sluiced and be shared by
+ * every gateway), and with shared_rates the rate too. */
 static void on_limit(struct pool_worker *w, const msgpack_object *msg)
 {
 	struct pool *pool = w->pool;
-	struct pool_limit_verdict v = {"pass", -1, -1, -1, 0, 0};
+	struct pool_limit_verdict v = {"pass", -1, -1, -1, 0, 0, 0, 0};
 	uint64_t id = (uint64_t)wire_int(msg_get(msg, "id"), 0);
 	char *api = wire_strdup(msg_get(msg, "api"));
+	bool rate_in_redis = redis_counts_rates(pool);
 	const char *key;
 	size_t klen;
 
 	if (pool->limit_fn && api)
-		pool->limit_fn(pool->limit_arg, api, msg, !pool->redis, &v);
-	if (pool->redis && api && v.quota_max > 0 &&
-	    !strcmp(v.verdict, "pass") &&
+		pool->limit_fn(pool->limit_arg, api, msg, !rate_in_redis,
+			       !pool->redis, &v);
+	if (!rate_in_redis)
+		v.rate = v.per = 0; /* counted already */
+	if (pool->redis && api && !strcmp(v.verdict, "pass") &&
+	    (v.quota_max > 0 || (v.rate > 0 && v.per > 0)) &&
 	    msg_bytes(msg_get(msg, "key"), &key, &klen))
-		redis_quota(w, id, api, key, klen, v.quota_max,
-			    v.quota_period_s);
+		redis_limit(w, id, api, key, klen, &v);
 	else
 		supervise_lim_answer(w, id, &v);
 	free(api);
