@@ -167,8 +167,11 @@ int redis_start(struct pool *pool, const struct rules_store *conf)
 		if (!link->timer)
 			return -ENOMEM;
 	}
-	log_info("store: redis=%s db=%d prefix=\"%s\" timeout_ms=%d", r->addr,
-		 r->db, r->prefix, r->timeout_ms);
+	log_info(
+	    "store: redis=%s db=%d prefix=\"%s\" timeout_ms=%d quotas=redis "
+	    "rates=%s",
+	    r->addr, r->db, r->prefix, r->timeout_ms,
+	    r->shared_rates ? "redis" : "local");
 	return 0;
 }
 
