@@ -109,7 +109,13 @@ deps:
 			echo "deps: these Debian packages are missing; run 'sudo make deps'" >&2; \
 			exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends $$missing; \
+			apt-get install -y -qq --no-install-recommends \
+			$$missing || exit 1; \
+		if echo "$$missing" | grep -qx redis-server && \
+		   systemctl is-active -q redis-server 2>/dev/null; then \
+			systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+			echo "deps: redis-server is for the tests, which start their own: the service it just installed is stopped"; \
+		fi; \
 	fi
 	$(Q)if [ -f /etc/nginx/sites-enabled/default ] && systemctl is-active -q nginx 2>/dev/null; then \
 		systemctl disable --now nginx >/dev/null 2>&1 || true; fi
