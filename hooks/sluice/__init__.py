@@ -28,7 +28,7 @@ from sluice.objects import (Header, Reply, Request, RequestObject,
 
 __all__ = ["hook", "reply", "Header", "Reply", "Request", "RequestObject",
            "Response", "ReturnOverrides", "Session", "store_data", "get_data",
-           "log", "current_api"]
+           "get_data_async", "log", "current_api"]
 
 # Annotations stay unevaluated: typing is for type checkers only.
 TYPE_CHECKING = False
@@ -80,6 +80,12 @@ def get_data(key: str) -> Optional[bytes]:
     python.store cannot answer). Waits for sluiced's answer (a local round
     trip, or one to Redis), blocking this worker meanwhile."""
     return _require_channel().kv_get(key)
+
+
+async def get_data_async(key: str) -> Optional[bytes]:
+    """get_data for `async def` hooks: awaits sluiced's answer, so the
+    worker's other async calls go on meanwhile."""
+    return await _require_channel().kv_get_async(key)
 
 
 def current_api() -> Optional[str]:

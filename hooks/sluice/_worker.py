@@ -458,6 +458,7 @@ class Worker:
         self.eof = False
         self.check = False
         self.ask_next = 0
+        self.waiting = {}  # ask id -> future of an awaited answer
         self.sync_api = None
         self.max_rank = _LEVEL_RANK["info"]
         self.main_thread = threading.get_ident()
@@ -491,6 +492,24 @@ class Worker:
         return self.ask({"t": "kv_get", "key": str(key)}, "kv",
                         "get_data").get("value")
 
+    async def kv_get_async(self, key):
+        """kv_get for coroutines: the event loop, and the worker's other
+        async calls, run while sluiced answers."""
+        if threading.get_ident() != self.main_thread:
+            raise RuntimeError("get_data_async: only available in the "
+                               "hook's own thread")
+        if self.eof:
+            raise ConnectionError("sluiced has closed the channel")
+        self.ask_next += 1
+        kid = self.ask_next
+        fut = self.loop.create_future()
+        self.waiting[kid] = fut
+        try:
+            self.send({"t": "kv_get", "id": kid, "key": str(key)})
+            return (await fut).get("value")
+        finally:
+            self.waiting.pop(kid, None)
+
     def limit_take(self, limits):
         """Count this request against LIMITS ({"key", "rate", "per",
         "quota_max", "quota_period"}) in sluiced, which keeps every key's
@@ -516,10 +535,10 @@ class Worker:
             if got is None:
                 self.eof = True
                 raise ConnectionError("sluiced closed the channel")
-            if isinstance(got, dict) and got.get("t") == answer:
-                if got.get("id") == msg["id"]:
-                    break
-                continue  # a stale answer
+            if isinstance(got, dict) and got.get("t") == answer and \
+                    got.get("id") == msg["id"]:
+                break
+            # Anything else, an awaited answer among it, is the loop's.
             self.backlog.append(got)
         if self.backlog and self.loop is not None and self.loop.is_running():
             self.loop.call_soon(self.on_readable)
@@ -535,7 +554,10 @@ class Worker:
             elif t == "init":
                 self.on_init(msg)
             elif t in ("kv", "lim"):
-                pass  # an answer whose asker is gone
+                fut = self.waiting.get(msg.get("id"))
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                # else: an answer whose asker is gone
             else:
                 self.log("warn", f"worker: unknown message {t!r} ignored")
         except Exception:

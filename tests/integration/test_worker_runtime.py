@@ -216,6 +216,37 @@ def test_async_hook_can_use_the_store(worker):
     assert all(got[i]["req"]["headers"] == [["X-K", "v"]] for i in ids[:5])
 
 
+AWAITS = """
+import sluice
+
+async def awaits(request, session, spec):
+    value = await sluice.get_data_async(request.get_header("X-Key"))
+    request.add_header("X-Value", value.decode() if value else "none")
+    return request, session
+"""
+
+
+def test_get_data_async_lets_other_calls_run_while_it_waits(worker):
+    w = worker([api("a", pre=["aw.awaits"])], modules={"aw": AWAITS})
+    w.auto_kv = False
+    first = w.submit("a", req(headers=[["X-Key", "one"]]))
+    second = w.submit("a", req(headers=[["X-Key", "two"]]))
+    # Both calls wait at once: the first did not block the worker.
+    deadline = time.monotonic() + 5
+    while len(w.kv_gets) < 2 and time.monotonic() < deadline:
+        w.drain_logs(0.05)
+    asks = {g["key"]: g["id"] for g in w.kv_gets}
+    assert sorted(asks) == ["one", "two"]
+    # Answered in the other order, each reaches its own call.
+    w.send({"t": "kv", "id": asks["two"], "value": b"2"})
+    w.send({"t": "kv", "id": asks["one"], "value": None})
+    got = {}
+    for _ in range(2):
+        res = w.recv()
+        got[res["id"]] = res["req"]["headers"][-1]
+    assert got == {first: ["X-Value", "none"], second: ["X-Value", "2"]}
+
+
 def test_worker_exits_when_the_socket_closes(worker):
     w = worker([api("a")])
     w.sock.close()
