@@ -495,17 +495,16 @@ class Worker:
     async def kv_get_async(self, key):
         """kv_get for coroutines: the event loop, and the worker's other
         async calls, run while sluiced answers."""
-        if threading.get_ident() != self.main_thread:
-            raise RuntimeError("get_data_async: only available in the "
-                               "hook's own thread")
-        if self.eof:
-            raise ConnectionError("sluiced has closed the channel")
-        self.ask_next += 1
-        kid = self.ask_next
+        import asyncio
+        if asyncio.get_running_loop() is not self.loop:
+            # Not the worker's loop (asyncio.run in a sync hook): nothing
+            # would read the answer while this one waits.
+            return self.kv_get(key)
         fut = self.loop.create_future()
+        kid = self.send_ask({"t": "kv_get", "key": str(key)},
+                            "get_data_async")
         self.waiting[kid] = fut
         try:
-            self.send({"t": "kv_get", "id": kid, "key": str(key)})
             return (await fut).get("value")
         finally:
             self.waiting.pop(kid, None)
@@ -518,10 +517,9 @@ class Worker:
         return self.ask(dict(limits, t="limit", api=self.current_api()),
                         "lim", "rate limits")
 
-    def ask(self, msg, answer, what):
-        """Send MSG with a fresh id and wait for sluiced's ANSWER message
-        with that id. Messages that arrive meanwhile are kept, in order,
-        for the loop."""
+    def send_ask(self, msg, what):
+        """Send MSG, a question to sluiced, with a fresh id; the id. WHAT
+        names the call for errors."""
         if threading.get_ident() != self.main_thread:
             raise RuntimeError(f"{what}: only available in the hook's own "
                                f"thread")
@@ -530,6 +528,12 @@ class Worker:
         self.ask_next += 1
         msg["id"] = self.ask_next
         self.send(msg)
+        return msg["id"]
+
+    def ask(self, msg, answer, what):
+        """Send MSG and wait for sluiced's ANSWER message with its id.
+        Messages that arrive meanwhile are kept, in order, for the loop."""
+        self.send_ask(msg, what)
         while True:
             got = _sluice.recv()
             if got is None:

@@ -217,11 +217,17 @@ def test_async_hook_can_use_the_store(worker):
 
 
 AWAITS = """
+import asyncio
 import sluice
 
 async def awaits(request, session, spec):
     value = await sluice.get_data_async(request.get_header("X-Key"))
     request.add_header("X-Value", value.decode() if value else "none")
+    return request, session
+
+def runs_its_own_loop(request, session, spec):
+    value = asyncio.run(sluice.get_data_async("k"))
+    request.add_header("X-Value", value.decode())
     return request, session
 """
 
@@ -245,6 +251,17 @@ def test_get_data_async_lets_other_calls_run_while_it_waits(worker):
         res = w.recv()
         got[res["id"]] = res["req"]["headers"][-1]
     assert got == {first: ["X-Value", "none"], second: ["X-Value", "2"]}
+
+
+def test_get_data_async_on_a_loop_of_its_own_still_gets_its_answer(worker):
+    # A sync hook's asyncio.run: the worker's loop is not running to read
+    # the answer, so the call waits for it as get_data does.
+    w = worker([api("s", pre=["aw.runs_its_own_loop"])],
+               modules={"aw": AWAITS})
+    w.kv["k"] = b"v"
+    res = w.call("s", req(headers=[]))
+    assert res["ok"], res.get("error")
+    assert res["req"]["headers"] == [["X-Value", "v"]]
 
 
 def test_worker_exits_when_the_socket_closes(worker):
