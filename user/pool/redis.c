@@ -102,8 +102,9 @@ struct redis_link {
 	struct event *timer;
 	struct redis_op *head, *tail;
 	int64_t retry_ms;
-	int64_t down_ms;       /* since when it is down; 0: up */
-	bool down;	       /* the same, for /status (atomic) */
+	/* Since when it is down; 0: up. Written on the lane's thread with
+	 * atomic stores, as /status reads it from the main thread. */
+	int64_t down_ms;
 	bool answered;	       /* Redis ever answered on this link */
 	uint64_t missed, lost; /* since down_ms */
 	uint64_t total_missed, total_lost;
@@ -321,8 +322,7 @@ static void link_down(struct redis_link *link, const char *why)
 	link->retry_ms = now_ms() + REDIS_RETRY_MS;
 	if (link->down_ms)
 		return;
-	link->down_ms = now_ms();
-	__atomic_store_n(&link->down, true, __ATOMIC_RELAXED);
+	__atomic_store_n(&link->down_ms, now_ms(), __ATOMIC_RELAXED);
 	link->missed = link->lost = 0;
 	log_warn("store: redis=%s lane=%d down (%s): get_data misses and "
 		 "store_data is lost until it answers",
@@ -345,8 +345,7 @@ static void link_up(struct redis_link *link)
 		 r->addr, link->index, (now_ms() - link->down_ms) / 1000.0,
 		 (unsigned long long)link->missed,
 		 (unsigned long long)link->lost);
-	link->down_ms = 0;
-	__atomic_store_n(&link->down, false, __ATOMIC_RELAXED);
+	__atomic_store_n(&link->down_ms, 0, __ATOMIC_RELAXED);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -606,7 +605,7 @@ void redis_counts(struct pool *pool, struct redis_counts *out)
 			continue;
 		out->links++;
 		out->links_down +=
-		    __atomic_load_n(&link->down, __ATOMIC_RELAXED);
+		    __atomic_load_n(&link->down_ms, __ATOMIC_RELAXED) != 0;
 		out->missed += link->total_missed;
 		out->lost += link->total_lost;
 	}
