@@ -155,6 +155,24 @@ def test_a_refused_key_stops_before_post_key_auth_and_post(
     assert ["Retry-After", "3"] in res["reply"]["headers"]
 
 
+def test_limits_go_with_the_result_when_no_hook_could_tell(worker):
+    # Allowed by sluiced and auth_check is the last hook: no round trip.
+    w = worker([api("a", auth_check="keys.auth"),
+                api("b", auth_check="keys.auth", post=["tykmod.post"]),
+                api("c", auth_check="keys.auth",
+                    response=["tykmod.response"])],
+               modules={"keys": KEYS, "tykmod": TYK}, limits_in_result=True)
+    res = w.call("a", req(headers=[["X-Kind", "quota"]]))
+    assert res["lim"] == {"key": "k", "rate": 0.0, "per": 0.0,
+                          "quota_max": 5, "quota_period": 60}
+    assert w.limit_asks == []
+    # A post hook, or a response hook, could see the count: asked first.
+    for name in ("b", "c"):
+        res = w.call(name, req(headers=[["X-Kind", "quota"]]))
+        assert "lim" not in res
+    assert [a["api"] for a in w.limit_asks] == ["b", "c"]
+
+
 def test_later_hooks_see_the_quota_left_and_so_does_sluiced(worker):
     w = worker([api("a", auth_check="c.auth", post_key_auth=["c.after_auth"],
                     post=["c.post"])], modules={"c": COUNTED})

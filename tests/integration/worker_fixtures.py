@@ -121,10 +121,11 @@ class Worker:
 
     # ---- protocol ---------------------------------------------------------
 
-    def init(self, apis, path=(), concurrency=64, log_level="debug"):
+    def init(self, apis, path=(), concurrency=64, log_level="debug",
+             limits_in_result=False):
         self.send({"t": "init", "path": list(path),
                    "concurrency": concurrency, "log_level": log_level,
-                   "apis": apis})
+                   "limits_in_result": limits_in_result, "apis": apis})
         ready = self.recv(timeout=15)
         assert ready and ready["t"] == "ready", ready
         return ready

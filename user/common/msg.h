@@ -12,8 +12,8 @@
  * allowed.
  *
  * sluiced -> worker
- *   {"t":"init", "check":bool, "path":[str], "concurrency":int,
- *    "log_level":str,
+ *   {"t":"init", "check":bool, "limits_in_result":bool, "path":[str],
+ *    "concurrency":int, "log_level":str,
  *    "apis":[{"name":str, "org_id":str, "pre":[str], "auth_check":str|nil,
  *             "post_key_auth":[str], "post":[str], "response":[str],
  *             "config_data":str, "bundle_dir":str|nil,
@@ -24,7 +24,7 @@
  *       "bundle_modules", and the hook names are bare function names looked
  *       up in those modules. Paths in "path" are absolute. With "check"
  *       (`sluiced -t`) import errors are only reported in "ready", not
- *       logged as well.
+ *       logged as well. "limits_in_result": see "limit" below.
  *   {"t":"call", "id":uint, "c":CALL}
  *     CALL = {"api":str, "phase":"request"|"response",
  *             "req":{"method":str, "path":str, "headers":[[str,str]],
@@ -68,7 +68,9 @@
  *          | nil,
  *    "resp":{"status":int?, "headers":[[str,str]]?, "body":bin?} | nil,
  *    "sess":SESS | nil,
- *    "quota":{"max":int, "remaining":int, "reset":int} | nil}
+ *    "quota":{"max":int, "remaining":int, "reset":int} | nil,
+ *    "lim":{"key":str, "rate":num, "per":num, "quota_max":int,
+ *           "quota_period":int} | nil}
  *       SESS = {"s":{field: value}, "m":{...}}: the session's fields and the
  *       metadata as the request chain left them. Only for APIs with
  *       response hooks, only when not empty; the front keeps it as it came
@@ -76,6 +78,9 @@
  *       "quota": what is left of the key's quota after this request, as
  *       "limit" answered it ("reset": unix seconds, 0 if it never renews),
  *       for the client's X-RateLimit-* headers; only when a quota is set.
+ *       "lim": the limits of "limit" below, sent with the result instead
+ *       of asked for (see there); the front counts the request against
+ *       them before it goes on, and answers 429 or 403 itself.
  *       ok=false: the hook raised; "error" is the traceback, the front
  *       applies on_error. "reply": answer the client now with this (request
  *       phase: the upstream is never contacted). Otherwise "req" (request
@@ -103,7 +108,11 @@
  *       the key is metadata["token"]), before post_key_auth and post run,
  *       as Tyk checks them. sluiced counts the request (front/limit.h:
  *       counters of every key, shared by all workers) and answers "lim"
- *       with the same id; the worker waits for it.
+ *       with the same id; the worker waits for it. When init said
+ *       "limits_in_result" (the limits are counted in sluiced's memory)
+ *       and no hook of the API runs after auth_check, in either visit,
+ *       none could see when the count happened: the worker puts the same
+ *       map in its result as "lim" instead, and saves the round trip.
  */
 #ifndef SLUICE_MSG_H
 #define SLUICE_MSG_H

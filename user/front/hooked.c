@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <msgpack.h>
@@ -430,6 +431,53 @@ void hooked_write_quota(struct conn *c, struct evbuffer *out)
 				    (long long)c->quota.reset);
 }
 
+/* Answer a key refused for its limits as the worker would (Tyk's body),
+ * with Retry-After when waiting will do. */
+static void refuse_key(struct conn *c, const struct pool_limit_verdict *v)
+{
+	bool rate = !strcmp(v->verdict, "rate");
+	char retry[24];
+	int n;
+
+	upstream_detach(c);
+	http_head_reset(&c->resp);
+	c->status = rate ? 429 : 403;
+	http_head_add(&c->resp, "Content-Type", "application/json",
+		      strlen("application/json"));
+	if (v->wait_ms >= 0) {
+		long long s = (long long)(v->wait_ms + 999) / 1000;
+
+		n = snprintf(retry, sizeof(retry), "%lld", s > 0 ? s : 1);
+		http_head_add(&c->resp, "Retry-After", retry, (size_t)n);
+	}
+	evbuffer_drain(c->body, evbuffer_get_length(c->body));
+	evbuffer_add_printf(c->body, "{\"error\": \"%s\"}",
+			    rate ? "Rate limit exceeded" : "Quota exceeded");
+	send_buffered_response(c);
+}
+
+/* "lim" of a result: limits the worker left for the front to count (see
+ * common/msg.h). True when the key is refused and answered. */
+static bool count_limits(struct conn *c, const msgpack_object *lim)
+{
+	struct pool_limit_verdict v = {.verdict = "pass"};
+
+	hooked_limit(c->t->d->limits, c->api->name, lim, true, true, &v);
+	if (strcmp(v.verdict, "pass")) {
+		refuse_key(c, &v);
+		return true;
+	}
+	if (v.quota_remaining >= 0) {
+		c->quota.max = v.quota_max;
+		c->quota.remaining = v.quota_remaining;
+		c->quota.reset =
+		    v.quota_renews_ms < 0
+			? 0
+			: time(NULL) + (v.quota_renews_ms + 999) / 1000;
+	}
+	return false;
+}
+
 /* A result the hooks returned normally. Returns -1 when it is malformed. */
 static int apply_result(struct conn *c, enum pool_phase phase,
 			const char *reply, size_t len)
@@ -448,6 +496,10 @@ static int apply_result(struct conn *c, enum pool_phase phase,
 		goto out;
 	}
 	if (phase == POOL_PHASE_REQUEST) {
+		if ((o = msg_get(root, "lim")) && count_limits(c, o)) {
+			err = 0;
+			goto out;
+		}
 		if ((o = msg_get(root, "quota")))
 			keep_quota(c, o);
 		if ((o = msg_get(root, "req")) && apply_request(c, o))

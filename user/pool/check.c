@@ -24,7 +24,7 @@ static int check_send_init(int fd, const struct rules *rules)
 	struct iovec iov;
 	int err;
 
-	err = wire_encode_init(rules, true, &sb);
+	err = wire_encode_init(rules, true, false, &sb);
 	if (err)
 		return err;
 	iov.iov_base = sb.data;

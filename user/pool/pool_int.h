@@ -282,7 +282,7 @@ bool supervise_lim_answer(struct pool_worker *w, uint64_t id,
 
 /* wire.c */
 int wire_encode_init(const struct rules *rules, bool check,
-		     msgpack_sbuffer *sb);
+		     bool limits_in_result, msgpack_sbuffer *sb);
 size_t wire_encode_call_head(char *buf, size_t cap, uint64_t id);
 int wire_encode_kv(msgpack_sbuffer *sb, uint64_t id, const void *value,
 		   size_t len);

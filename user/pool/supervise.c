@@ -322,7 +322,9 @@ static int worker_send_init(struct pool_worker *w)
 	struct iovec iov;
 	int err;
 
-	err = wire_encode_init(w->rules, false, &sb);
+	/* Limits counted in memory may come with the result when no hook
+	 * could see the difference; Redis is only reached from here. */
+	err = wire_encode_init(w->rules, false, !w->pool->redis, &sb);
 	if (err)
 		return err;
 	iov.iov_base = sb.data;

@@ -83,8 +83,17 @@ static void pack_api(msgpack_packer *pk, const struct rules *rules,
 	pack_hooks(pk, &mw->bundle_modules);
 }
 
+static void pack_bool(msgpack_packer *pk, bool b)
+{
+	if (b)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
+
 /* The "init" message for RULES: every hooked API with its hooks. */
-int wire_encode_init(const struct rules *rules, bool check, msgpack_sbuffer *sb)
+int wire_encode_init(const struct rules *rules, bool check,
+		     bool limits_in_result, msgpack_sbuffer *sb)
 {
 	static const char *const levels[] = {"error", "warn", "info", "debug"};
 	const struct rules_python *py = &rules->python;
@@ -96,15 +105,14 @@ int wire_encode_init(const struct rules *rules, bool check, msgpack_sbuffer *sb)
 	for (size_t i = 0; i < rules->api_count; i++)
 		hooked += rules->apis[i].middleware != NULL;
 
-	msgpack_pack_map(&pk, 6);
+	msgpack_pack_map(&pk, 7);
 	pack_cstr(&pk, "t");
 	pack_cstr(&pk, "init");
 	/* `sluiced -t` prints import errors itself, where they belong. */
 	pack_cstr(&pk, "check");
-	if (check)
-		msgpack_pack_true(&pk);
-	else
-		msgpack_pack_false(&pk);
+	pack_bool(&pk, check);
+	pack_cstr(&pk, "limits_in_result");
+	pack_bool(&pk, limits_in_result);
 	pack_cstr(&pk, "path");
 	msgpack_pack_array(&pk, py->path_count);
 	for (size_t i = 0; i < py->path_count; i++)
